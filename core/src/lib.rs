@@ -1,0 +1,4 @@
+//! LongAlign-rs core: data formats, chat templates, tokenization with loss targets, the batch planner
+//! (naive / sorted / packing) and LongAlign loss weights.
+
+pub mod batch;
