@@ -2,3 +2,4 @@
 //! (naive / sorted / packing) and LongAlign loss weights.
 
 pub mod batch;
+pub mod data;
