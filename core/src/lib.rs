@@ -2,4 +2,6 @@
 //! (naive / sorted / packing) and LongAlign loss weights.
 
 pub mod batch;
+pub mod cli;
 pub mod data;
+pub mod util;

@@ -25,7 +25,9 @@ fn messages(v: &Value) -> Vec<Message> {
 /// Structural special tokens of each family, so they tokenize as one id each as in the real vocab.
 fn family_tokens(name: &str) -> &'static [&'static str] {
     match name {
-        "llama3" | "llama3.1" => &["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "llama3" | "llama3.1" => {
+            &["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+        }
         "qwen2" | "qwen2.5" => &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         "mistral" | "mistral_v3" => &["<s>", "</s>", "<unk>"],
         "gemma" => &["<bos>", "<eos>", "<pad>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
@@ -50,7 +52,8 @@ fn tokenizer_for(name: &str) -> tokenizers::Tokenizer {
 
 fn model_tokenizer(name: &str, cases: &Value) -> ModelTokenizer {
     let source = std::fs::read_to_string(fixtures().join(format!("{name}.jinja"))).unwrap();
-    let special: BTreeMap<String, String> = serde_json::from_value(cases["templates"][name]["special"].clone()).unwrap();
+    let special: BTreeMap<String, String> =
+        serde_json::from_value(cases["templates"][name]["special"].clone()).unwrap();
     ModelTokenizer {
         tokenizer: tokenizer_for(name),
         template: ChatTemplate::new(&source, special).unwrap(),
@@ -73,10 +76,16 @@ fn renders_match_jinja2_byte_for_byte() {
                 let ours = tok.render(&msgs[..k], agp);
                 match (&r["text"], &r["error"]) {
                     (Value::String(want), _) => {
-                        assert_eq!(ours.as_deref().unwrap_or("<error>"), want, "{name}/{conv} k={k} agp={agp}: {ours:?}");
+                        assert_eq!(
+                            ours.as_deref().unwrap_or("<error>"),
+                            want,
+                            "{name}/{conv} k={k} agp={agp}: {ours:?}"
+                        );
                     }
                     (_, Value::String(err)) => {
-                        let e = ours.expect_err(&format!("{name}/{conv} k={k}: jinja2 failed with {err:?}, we did not"));
+                        let e = ours.expect_err(&format!(
+                            "{name}/{conv} k={k}: jinja2 failed with {err:?}, we did not"
+                        ));
                         // raise_exception messages are the template's own words: they must match.
                         if !err.contains("no element") {
                             assert!(e.to_string().contains(err.as_str()), "{e} vs {err}");
@@ -111,7 +120,10 @@ fn targets_are_exactly_the_assistant_spans() {
             };
             let ex = Example { messages: msgs.clone(), source: None };
             let Some(full) = text(msgs.len(), false) else {
-                assert!(tok.tokenize(&ex).is_err(), "{name}/{conv}: jinja2 cannot render it, neither should we");
+                assert!(
+                    tok.tokenize(&ex).is_err(),
+                    "{name}/{conv}: jinja2 cannot render it, neither should we"
+                );
                 continue;
             };
             // Expected target text from the reference renders; None if not prefix-stable.
@@ -131,11 +143,14 @@ fn targets_are_exactly_the_assistant_spans() {
                 Ok(t) => {
                     assert!(stable, "{name}/{conv}: tokenized a template that is not prefix-stable");
                     assert_eq!(tok.decode(&t.ids).unwrap(), full, "{name}/{conv}: ids decode to the render");
-                    let target_ids: Vec<u32> = t.ids.iter().zip(&t.targets).filter(|p| *p.1).map(|p| *p.0).collect();
+                    let target_ids: Vec<u32> =
+                        t.ids.iter().zip(&t.targets).filter(|p| *p.1).map(|p| *p.0).collect();
                     assert_eq!(tok.decode(&target_ids).unwrap(), want, "{name}/{conv}");
                     checked += 1;
                 }
-                Err(TokenizerError::NotPrefix { .. }) => assert!(!stable, "{name}/{conv}: prefix-stable yet refused"),
+                Err(TokenizerError::NotPrefix { .. }) => {
+                    assert!(!stable, "{name}/{conv}: prefix-stable yet refused")
+                }
                 Err(e) => panic!("{name}/{conv}: {e}"),
             }
         }
@@ -176,7 +191,10 @@ fn template_errors_and_unstable_templates_are_reported() {
     // Mistral v3 moves the system prompt into the *last* user turn: no stable prefix exists.
     let e = model_tokenizer("mistral_v3", &cases).tokenize(&sys).unwrap_err();
     assert!(matches!(e, TokenizerError::NotPrefix { turn: 2 }), "{e}");
-    let bad = Example { messages: vec![Message::new(Role::Assistant, "x"), Message::new(Role::Assistant, "y")], source: None };
+    let bad = Example {
+        messages: vec![Message::new(Role::Assistant, "x"), Message::new(Role::Assistant, "y")],
+        source: None,
+    };
     let e = model_tokenizer("mistral", &cases).tokenize(&bad).unwrap_err().to_string();
     assert!(e.contains("must alternate"), "{e}");
 }

@@ -20,6 +20,7 @@
 //! step are computed over all its micro-batches at once (see [`weights`]), so the objective does not
 //! depend on how the step is split.
 
+pub mod mix;
 pub mod pack;
 pub mod rng;
 pub mod stats;
@@ -322,10 +323,7 @@ pub fn plan(items: &[Item], cfg: &PlanConfig) -> Result<Plan, PlanError> {
                 let cap = cfg.max_tokens.expect("validated");
                 let mut rows = packed.clone().expect("packed above");
                 rng.shuffle(&mut rows);
-                let mbs = rows
-                    .chunks(cfg.batch_size)
-                    .map(|rows| (cap, rows.to_vec()))
-                    .collect();
+                let mbs = rows.chunks(cfg.batch_size).map(|rows| (cap, rows.to_vec())).collect();
                 chunk_steps(mbs, cfg.devices * cfg.accum)
             }
         };
@@ -405,17 +403,13 @@ fn make_step(
     items: &[Item],
     cfg: &PlanConfig,
 ) -> Step {
-    let all_targets: Vec<u32> = group
-        .iter()
-        .flat_map(|(_, rows)| rows.iter().flatten().map(|&i| items[i].target))
-        .collect();
+    let all_targets: Vec<u32> =
+        group.iter().flat_map(|(_, rows)| rows.iter().flatten().map(|&i| items[i].target)).collect();
     let weights = weights::step_weights(&all_targets, cfg.loss);
     let mut weights = weights.into_iter();
 
-    let loads: Vec<u64> = group
-        .iter()
-        .map(|(_, rows)| rows.iter().flatten().map(|&i| items[i].total as u64).sum())
-        .collect();
+    let loads: Vec<u64> =
+        group.iter().map(|(_, rows)| rows.iter().flatten().map(|&i| items[i].total as u64).sum()).collect();
     let mut by_load: Vec<usize> = (0..group.len()).collect();
     by_load.sort_by_key(|&j| (std::cmp::Reverse(loads[j]), j));
     let mut device_load = vec![0u64; cfg.devices];

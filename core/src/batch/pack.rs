@@ -129,19 +129,14 @@ mod tests {
     #[test]
     fn small_cases() {
         let lengths = [5, 4, 3, 3, 2, 2, 1];
-        for rows in [
-            next_fit(&lengths, 6),
-            first_fit_decreasing(&lengths, 6),
-            best_fit_decreasing(&lengths, 6),
-        ] {
+        for rows in
+            [next_fit(&lengths, 6), first_fit_decreasing(&lengths, 6), best_fit_decreasing(&lengths, 6)]
+        {
             check(&rows, &lengths, 6);
         }
         // Next-fit: [5] [4] [3,3] [2,2,1]; FFD: [5,1] [4,2] [3,3] [2].
         assert_eq!(next_fit(&lengths, 6), vec![vec![0], vec![1], vec![2, 3], vec![4, 5, 6]]);
-        assert_eq!(
-            first_fit_decreasing(&lengths, 6),
-            vec![vec![0, 6], vec![1, 4], vec![2, 3], vec![5]]
-        );
+        assert_eq!(first_fit_decreasing(&lengths, 6), vec![vec![0, 6], vec![1, 4], vec![2, 3], vec![5]]);
     }
 
     /// Every multiset of up to five lengths in 1..=8 with capacity 8: all packings valid, FFD and

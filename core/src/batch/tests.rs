@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 
-use super::*;
 use super::Strategy;
+use super::*;
 use proptest::strategy::Strategy as _;
 
 fn items_strategy() -> impl proptest::strategy::Strategy<Value = Vec<Item>> {
@@ -31,21 +31,23 @@ fn config_strategy() -> impl proptest::strategy::Strategy<Value = PlanConfig> {
         1usize..3,
         prop::option::of(600u32..3000),
     )
-        .prop_map(|(strategy, algorithm, max, batch_size, devices, accum, loss, seed, overlong, epochs, budget)| {
-            PlanConfig {
-                strategy,
-                algorithm,
-                max_tokens: if strategy == Strategy::Pack { Some(max.unwrap_or(700)) } else { max },
-                batch_size,
-                token_budget: if strategy == Strategy::Sorted { budget } else { None },
-                devices,
-                accum,
-                loss,
-                seed,
-                overlong,
-                epochs,
-            }
-        })
+        .prop_map(
+            |(strategy, algorithm, max, batch_size, devices, accum, loss, seed, overlong, epochs, budget)| {
+                PlanConfig {
+                    strategy,
+                    algorithm,
+                    max_tokens: if strategy == Strategy::Pack { Some(max.unwrap_or(700)) } else { max },
+                    batch_size,
+                    token_budget: if strategy == Strategy::Sorted { budget } else { None },
+                    devices,
+                    accum,
+                    loss,
+                    seed,
+                    overlong,
+                    epochs,
+                }
+            },
+        )
 }
 
 /// Checks every structural invariant of a plan against its input items.
@@ -124,7 +126,10 @@ fn check_plan(items: &[Item], cfg: &PlanConfig, plan: &Plan) {
                         let t = orig.target.saturating_sub(orig.total - n);
                         if t > 0 {
                             let total = w as f64 * t as f64;
-                            assert!((total - 1.0 / seqs_with_target as f64).abs() < 1e-6 / seqs_with_target as f64 + 1e-9);
+                            assert!(
+                                (total - 1.0 / seqs_with_target as f64).abs()
+                                    < 1e-6 / seqs_with_target as f64 + 1e-9
+                            );
                         }
                     }
                 }
@@ -208,31 +213,11 @@ fn ffd_is_not_optimal_and_next_fit_can_be_lucky() {
     assert_eq!(pack::first_fit_decreasing(&lucky, 7).len(), 3);
 }
 
-/// A LongAlign-like mix: long documents 8k–64k and short chats; capacity 64k.
-pub(crate) fn longalign_mix(n_long: usize, n_short: usize, seed: u64) -> Vec<Item> {
-    let mut g = SplitMix64::new(seed);
-    let mut out = Vec::with_capacity(n_long + n_short);
-    for id in 0..n_long + n_short {
-        let total = if id < n_long {
-            // Long-tailed in 8k..64k: log-uniform.
-            (8192f64 * (8f64).powf(g.unit_f64())) as u32
-        } else {
-            64 + g.below(2000) as u32
-        };
-        let target = (total / 10).max(1).min(2000);
-        out.push(Item { id, total, target });
-    }
-    g.shuffle(&mut out);
-    out
-}
-
 #[test]
 fn ffd_fill_on_longalign_mix() {
-    let items = longalign_mix(10_000, 10_000, 1);
+    let items = mix::longalign_like(10_000, 10_000, 1);
     let base = PlanConfig { max_tokens: Some(65536), ..PlanConfig::default() };
-    let fill = |algorithm| {
-        plan(&items, &PlanConfig { algorithm, ..base.clone() }).unwrap().stats().fill
-    };
+    let fill = |algorithm| plan(&items, &PlanConfig { algorithm, ..base.clone() }).unwrap().stats().fill;
     let (nf, ffd, bfd) = (fill(Algorithm::NextFit), fill(Algorithm::Ffd), fill(Algorithm::Bfd));
     assert!(ffd >= 0.995, "FFD fill {ffd}");
     assert!(bfd >= 0.995, "BFD fill {bfd}");
@@ -289,13 +274,10 @@ fn bad_items_and_configs_are_errors() {
 
 #[test]
 fn sorted_batches_group_similar_lengths_and_shuffle_steps() {
-    let items: Vec<Item> = (0..64).map(|id| Item { id, total: 1 + ((id as u32 * 37) % 64) / 4, target: 1 }).collect();
-    let cfg = PlanConfig {
-        strategy: Strategy::Sorted,
-        max_tokens: None,
-        batch_size: 4,
-        ..PlanConfig::default()
-    };
+    let items: Vec<Item> =
+        (0..64).map(|id| Item { id, total: 1 + ((id as u32 * 37) % 64) / 4, target: 1 }).collect();
+    let cfg =
+        PlanConfig { strategy: Strategy::Sorted, max_tokens: None, batch_size: 4, ..PlanConfig::default() };
     let p = plan(&items, &cfg).unwrap();
     let stats = p.stats();
     assert_eq!(stats.fill, 1.0, "each length occurs 4 times: sorted groups of 4 have no padding");
@@ -309,7 +291,8 @@ fn sorted_batches_group_similar_lengths_and_shuffle_steps() {
 fn device_assignment_balances_tokens() {
     // Four micro-batches of loads 10, 9, 2, 1 over two devices × two micro: LPT gives {10,1} and
     // {9,2}, not the round-robin {10,2} / {9,1}.
-    let items: Vec<Item> = [10, 9, 2, 1].iter().enumerate().map(|(id, &t)| Item { id, total: t, target: 1 }).collect();
+    let items: Vec<Item> =
+        [10, 9, 2, 1].iter().enumerate().map(|(id, &t)| Item { id, total: t, target: 1 }).collect();
     let cfg = PlanConfig {
         strategy: Strategy::Sorted,
         max_tokens: None,

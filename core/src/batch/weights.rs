@@ -55,17 +55,11 @@ pub fn step_weights(targets: &[u32], mode: LossMode) -> Vec<f32> {
     match mode {
         LossMode::Sequence => {
             let m = targets.iter().filter(|&&n| n > 0).count() as f64;
-            targets
-                .iter()
-                .map(|&n| if n == 0 { 0.0 } else { (1.0 / (n as f64 * m)) as f32 })
-                .collect()
+            targets.iter().map(|&n| if n == 0 { 0.0 } else { (1.0 / (n as f64 * m)) as f32 }).collect()
         }
         LossMode::Token => {
             let t: u64 = targets.iter().map(|&n| n as u64).sum();
-            targets
-                .iter()
-                .map(|&n| if n == 0 { 0.0 } else { (1.0 / t as f64) as f32 })
-                .collect()
+            targets.iter().map(|&n| if n == 0 { 0.0 } else { (1.0 / t as f64) as f32 }).collect()
         }
     }
 }

@@ -49,7 +49,8 @@ pub fn tokenizer_json() -> String {
                    "normalized": false, "special": true})
         })
         .collect();
-    let byte_level = json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true});
+    let byte_level =
+        json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true});
     let tok = json!({
         "version": "1.0",
         "truncation": null,

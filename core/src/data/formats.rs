@@ -84,7 +84,12 @@ pub fn read_file(path: &Path, format: Option<Format>, skip_invalid: bool) -> Res
 }
 
 /// Reads records from text already in memory (`name` is used in errors).
-pub fn read_str(name: &str, text: &str, format: Option<Format>, skip_invalid: bool) -> Result<ReadReport, DataError> {
+pub fn read_str(
+    name: &str,
+    text: &str,
+    format: Option<Format>,
+    skip_invalid: bool,
+) -> Result<ReadReport, DataError> {
     let mut report = ReadReport::default();
     let handle = |line: usize, raw: &str, report: &mut ReadReport| -> Result<(), DataError> {
         match parse_record(raw, format) {
@@ -193,7 +198,8 @@ fn turns(
     let mut out = Vec::with_capacity(arr.len());
     for (i, turn) in arr.iter().enumerate() {
         let at = |k: &str| format!("{list}[{i}].{k}");
-        let turn = turn.as_object().ok_or_else(|| field_err(format!("{list}[{i}]"), "a turn must be an object"))?;
+        let turn =
+            turn.as_object().ok_or_else(|| field_err(format!("{list}[{i}]"), "a turn must be an object"))?;
         let role_str = turn
             .get(role_key)
             .ok_or_else(|| field_err(at(role_key), "missing"))?
@@ -219,7 +225,11 @@ fn text_content(v: Option<&Value>) -> Result<String, String> {
             for (j, p) in parts.iter().enumerate() {
                 match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
                     (Some("text"), Some(t)) => s.push_str(t),
-                    _ => return Err(format!("part {j}: only text parts ({{\"type\":\"text\",\"text\":…}}) are supported")),
+                    _ => {
+                        return Err(format!(
+                            "part {j}: only text parts ({{\"type\":\"text\",\"text\":…}}) are supported"
+                        ));
+                    }
                 }
             }
             Ok(s)
@@ -248,7 +258,8 @@ fn alpaca(obj: &serde_json::Map<String, Value>) -> Result<Vec<Message>, FieldErr
             Some(other) => Err(field_err(k, format!("must be a string, not {}", json_kind(other)))),
         }
     };
-    let (instruction, input, output) = (get("instruction", true)?, get("input", false)?, get("output", true)?);
+    let (instruction, input, output) =
+        (get("instruction", true)?, get("input", false)?, get("output", true)?);
     let system = get("system", false)?;
     let mut out = Vec::new();
     if !system.is_empty() {
@@ -256,14 +267,20 @@ fn alpaca(obj: &serde_json::Map<String, Value>) -> Result<Vec<Message>, FieldErr
     }
     // LLaMA-Factory's alpaca `history`: earlier [user, assistant] pairs.
     if let Some(h) = obj.get("history").filter(|h| !h.is_null()) {
-        let pairs = h.as_array().ok_or_else(|| field_err("history", "must be a list of [user, assistant] pairs"))?;
+        let pairs =
+            h.as_array().ok_or_else(|| field_err("history", "must be a list of [user, assistant] pairs"))?;
         for (i, pair) in pairs.iter().enumerate() {
             match pair.as_array().map(|p| p.as_slice()) {
                 Some([Value::String(q), Value::String(a)]) => {
                     out.push(Message::new(Role::User, q.clone()));
                     out.push(Message::new(Role::Assistant, a.clone()));
                 }
-                _ => return Err(field_err(format!("history[{i}]"), "must be a [user, assistant] pair of strings")),
+                _ => {
+                    return Err(field_err(
+                        format!("history[{i}]"),
+                        "must be a [user, assistant] pair of strings",
+                    ));
+                }
             }
         }
     }
@@ -285,7 +302,8 @@ fn validate(messages: &[Message], fmt: Format) -> Result<(), FieldError> {
     }
     for (i, m) in messages.iter().enumerate() {
         if m.role == Role::Assistant && m.content.trim().is_empty() {
-            let field = if fmt == Format::Alpaca { content.to_string() } else { format!("{list}[{i}].{content}") };
+            let field =
+                if fmt == Format::Alpaca { content.to_string() } else { format!("{list}[{i}].{content}") };
             return Err(field_err(field, "empty assistant content"));
         }
     }
@@ -306,7 +324,10 @@ mod tests {
         assert_eq!(f, Format::Messages);
         assert_eq!(ex.messages.len(), 3);
         assert_eq!(ex.source.as_deref(), Some("book"));
-        let (f, ex) = one(r#"{"conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"a"}],"source":"web"}"#).unwrap();
+        let (f, ex) = one(
+            r#"{"conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"a"}],"source":"web"}"#,
+        )
+        .unwrap();
         assert_eq!(f, Format::ShareGpt);
         assert_eq!(ex.messages[1], Message::new(Role::Assistant, "a"));
         assert_eq!(ex.source.as_deref(), Some("web"));
@@ -337,9 +358,21 @@ mod tests {
         let cases = [
             (r#"{"messages":[{"role":"bot","content":"x"}]}"#, "messages[0].role", "unknown role"),
             (r#"{"messages":[{"role":"user","content":"q"}]}"#, "messages", "no assistant turn"),
-            (r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"  "}]}"#, "messages[1].content", "empty assistant"),
-            (r#"{"messages":[{"role":"user","content":5},{"role":"assistant","content":"a"}]}"#, "messages[0].content", "not a number"),
-            (r#"{"conversations":[{"from":"human","value":"q"},{"from":"robot","value":"a"}]}"#, "conversations[1].from", "unknown role"),
+            (
+                r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"  "}]}"#,
+                "messages[1].content",
+                "empty assistant",
+            ),
+            (
+                r#"{"messages":[{"role":"user","content":5},{"role":"assistant","content":"a"}]}"#,
+                "messages[0].content",
+                "not a number",
+            ),
+            (
+                r#"{"conversations":[{"from":"human","value":"q"},{"from":"robot","value":"a"}]}"#,
+                "conversations[1].from",
+                "unknown role",
+            ),
             (r#"{"instruction":"i","output":""}"#, "output", "empty assistant"),
             (r#"{"instruction":"i"}"#, "output", "missing"),
             (r#"{"text":"hello"}"#, "-", "unknown format"),

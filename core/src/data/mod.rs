@@ -6,12 +6,15 @@
 //! ```
 
 pub mod builtin;
+pub mod dataset;
 pub mod formats;
+pub mod synth;
 pub mod template;
 pub mod tokenize;
 
 use serde::{Deserialize, Serialize};
 
+pub use dataset::TokenizedDataset;
 pub use formats::{DataError, Format, ReadReport, read_file};
 pub use template::ChatTemplate;
 pub use tokenize::{ModelTokenizer, Tokenized};

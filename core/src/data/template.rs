@@ -302,8 +302,18 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// The subset of C `strftime` that chat templates use (`%d %b %Y` in Llama 3.x), in UTC.
 pub(crate) fn strftime(fmt: &str, unix: i64) -> Result<String, Error> {
     const MONTHS: [&str; 12] = [
-        "January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
-        "November", "December",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
     ];
     const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
     let days = unix.div_euclid(86_400);
@@ -329,7 +339,10 @@ pub(crate) fn strftime(fmt: &str, unix: i64) -> Result<String, Error> {
                 other => {
                     return Err(Error::new(
                         ErrorKind::InvalidOperation,
-                        format!("strftime_now: unsupported directive %-{}", other.map(String::from).unwrap_or_default()),
+                        format!(
+                            "strftime_now: unsupported directive %-{}",
+                            other.map(String::from).unwrap_or_default()
+                        ),
                     ));
                 }
             },
@@ -350,7 +363,10 @@ pub(crate) fn strftime(fmt: &str, unix: i64) -> Result<String, Error> {
             other => {
                 return Err(Error::new(
                     ErrorKind::InvalidOperation,
-                    format!("strftime_now: unsupported directive %{}", other.map(String::from).unwrap_or_default()),
+                    format!(
+                        "strftime_now: unsupported directive %{}",
+                        other.map(String::from).unwrap_or_default()
+                    ),
                 ));
             }
         }

@@ -100,8 +100,10 @@ const SPECIAL_NAMES: [&str; 7] =
 impl ModelTokenizer {
     /// The built-in byte-level tokenizer with its ChatML template.
     pub fn builtin() -> Self {
-        let tokenizer = Tokenizer::from_bytes(builtin::tokenizer_json().as_bytes()).expect("built-in tokenizer.json is valid");
-        let template = ChatTemplate::new(builtin::CHAT_TEMPLATE, builtin::special_tokens()).expect("built-in template compiles");
+        let tokenizer = Tokenizer::from_bytes(builtin::tokenizer_json().as_bytes())
+            .expect("built-in tokenizer.json is valid");
+        let template = ChatTemplate::new(builtin::CHAT_TEMPLATE, builtin::special_tokens())
+            .expect("built-in template compiles");
         Self { tokenizer, template, name: "builtin".into() }
     }
 
@@ -123,7 +125,8 @@ impl ModelTokenizer {
         let map = read_json(&dir.join("special_tokens_map.json"))?.unwrap_or_default();
         let mut special = BTreeMap::new();
         for name in SPECIAL_NAMES {
-            if let Some(t) = cfg.get(name).and_then(token_text).or_else(|| map.get(name).and_then(token_text)) {
+            if let Some(t) = cfg.get(name).and_then(token_text).or_else(|| map.get(name).and_then(token_text))
+            {
                 special.insert(name.to_string(), t);
             }
         }
@@ -133,10 +136,12 @@ impl ModelTokenizer {
         } else if let Ok(s) = std::fs::read_to_string(dir.join("chat_template.jinja")) {
             s
         } else if let Some(v) = read_json(&dir.join("chat_template.json"))? {
-            template_field(&v).ok_or_else(|| load_err(&dir.join("chat_template.json"), "no `chat_template` string"))?
+            template_field(&v)
+                .ok_or_else(|| load_err(&dir.join("chat_template.json"), "no `chat_template` string"))?
         } else if let Some(v) = cfg.get("chat_template") {
-            template_field(&serde_json::json!({ "chat_template": v }))
-                .ok_or_else(|| load_err(&cfg_path, "field chat_template: expected a string or a list of {name, template}"))?
+            template_field(&serde_json::json!({ "chat_template": v })).ok_or_else(|| {
+                load_err(&cfg_path, "field chat_template: expected a string or a list of {name, template}")
+            })?
         } else {
             return Err(load_err(
                 dir,
@@ -161,7 +166,10 @@ impl ModelTokenizer {
     }
 
     /// Text byte spans of the loss targets: one per assistant turn.
-    pub fn target_spans(&self, messages: &[Message]) -> Result<(String, Vec<(usize, usize)>), TokenizerError> {
+    pub fn target_spans(
+        &self,
+        messages: &[Message],
+    ) -> Result<(String, Vec<(usize, usize)>), TokenizerError> {
         let full = self.render(messages, false)?;
         let mut spans = Vec::new();
         for (k, m) in messages.iter().enumerate() {
@@ -188,7 +196,8 @@ impl ModelTokenizer {
     /// Renders and tokenizes one example, marking its loss targets.
     pub fn tokenize(&self, example: &Example) -> Result<Tokenized, TokenizerError> {
         let (text, spans) = self.target_spans(&example.messages)?;
-        let enc = self.tokenizer.encode(text.as_str(), false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        let enc =
+            self.tokenizer.encode(text.as_str(), false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
         let targets = enc
             .get_offsets()
             .iter()

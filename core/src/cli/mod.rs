@@ -1,0 +1,136 @@
+//! `core-cli`: argument parsing and printing. The work itself lives in the library modules.
+
+pub mod dataset;
+pub mod plan;
+pub mod stats;
+pub mod table;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::batch::{Algorithm, LossMode, Overlong, Strategy};
+use crate::data::Format;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "core-cli",
+    version,
+    about = "LongAlign-rs: long-context instruction tuning with packing and loss weighting"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Counts, token-length histogram, target share, per format and source.
+    Stats(StatsArgs),
+    /// Plan batches (naive / sorted / pack) and report padding, fill and attention work.
+    Plan(PlanArgs),
+    /// Dataset tools.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Regenerate the bundled sample dataset (passkey, key-value retrieval, short chats).
+    Synth(dataset::SynthArgs),
+    /// Write a LongAlign-like lengths file (long documents 8k–64k + short chats) for `plan --lengths`.
+    Lengths(dataset::LengthsArgs),
+}
+
+/// Where the training data comes from and how it is tokenized.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Training data: .jsonl or .json (messages, ShareGPT or Alpaca records).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Hugging Face model or tokenizer directory (tokenizer.json + chat template), or `builtin`.
+    #[arg(long, default_value = "builtin")]
+    pub tokenizer: PathBuf,
+    /// Use this Jinja chat template instead of the directory's.
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
+    /// Record format: auto (detected per record), messages, sharegpt or alpaca.
+    #[arg(long, default_value = "auto", value_parser = |s: &str| Format::parse_option(s).map(FormatArg))]
+    pub format: FormatArg,
+    /// Skip bad records (counted and listed in the report) instead of stopping at the first.
+    #[arg(long)]
+    pub skip_invalid: bool,
+}
+
+/// `--format`: a format, or `auto` (None) to detect per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FormatArg(pub Option<Format>);
+
+#[derive(Args, Debug)]
+pub struct StatsArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// One JSON object on stdout instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Plan from lengths instead of data: one line per sequence, `total_len` or `total_len target_len`.
+    #[arg(long, conflicts_with = "data")]
+    pub lengths: Option<PathBuf>,
+    #[arg(long, default_value = "pack")]
+    pub strategy: Strategy,
+    /// Packing algorithm.
+    #[arg(long, default_value = "ffd")]
+    pub algorithm: Algorithm,
+    /// Pack: row capacity. Naive/sorted: longest sequence allowed (default: no limit).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Rows per micro-batch (default: 8 for naive/sorted, 1 for pack).
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Sorted only: cap each micro-batch at this many padded tokens (rows × longest) instead of a
+    /// fixed batch size.
+    #[arg(long)]
+    pub token_budget: Option<u32>,
+    /// Data-parallel devices (GPUs) per step.
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
+    /// Gradient accumulation: micro-batches per device per step.
+    #[arg(long, default_value_t = 1)]
+    pub accum: usize,
+    /// Loss weighting: sequence (LongAlign: every sequence counts equally) or token (token-mean).
+    #[arg(long, default_value = "sequence")]
+    pub loss: LossMode,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Sequences over the limit: truncate, drop or error.
+    #[arg(long, default_value = "truncate")]
+    pub overlong: Overlong,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Plan naive, sorted and pack side by side.
+    #[arg(long)]
+    pub compare: bool,
+    /// One JSON object on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Write the plan here, one JSON line per micro-batch.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Some(Command::Stats(a)) => stats::run(&a),
+        Some(Command::Plan(a)) => plan::run(&a),
+        Some(Command::Data(DataCommand::Synth(a))) => dataset::synth(&a),
+        Some(Command::Data(DataCommand::Lengths(a))) => dataset::lengths(&a),
+        None => plan::demo(),
+    }
+}

@@ -1,0 +1,176 @@
+//! The bundled sample dataset: long-context retrieval tasks a tiny model can learn in minutes, plus
+//! short chats, in the LongAlign `messages` format.
+//!
+//! * `passkey` — the passkey test of Mohtashami & Jaggi (2023): a five-digit key hidden at a random
+//!   depth in repetitive filler; the answer is the key.
+//! * `kv` — key–value retrieval (as in "Lost in the Middle", Liu et al. 2023): a list of random
+//!   hex keys and values; the answer is the value of one key.
+//! * `chat` — short instructions (reverse, upper-case, repeat, count words) answered directly.
+//!
+//! Lengths are in bytes, which are tokens for the built-in byte-level tokenizer. The mix is
+//! long-tailed like LongAlign's (many short chats, long documents up to the maximum), so packing and
+//! loss weighting matter on it as on the real data. Deterministic for a seed: `core-cli data synth`
+//! regenerates `datasets/sample/*.jsonl` byte for byte (a test checks it).
+
+use super::{Example, Message, Role};
+use crate::batch::rng::SplitMix64;
+
+/// Sentences of the filler, from the passkey test.
+const FILLER: [&str; 5] =
+    ["The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.", "There and back again."];
+
+const WORDS: [&str; 24] = [
+    "apple", "river", "stone", "cloud", "maple", "tiger", "lemon", "piano", "ocean", "candle", "forest",
+    "silver", "garden", "rocket", "winter", "yellow", "bridge", "castle", "planet", "spider", "butter",
+    "mirror", "pencil", "window",
+];
+
+/// Generation settings of the sample.
+#[derive(Debug, Clone, Copy)]
+pub struct SynthConfig {
+    pub examples: usize,
+    pub seed: u64,
+    /// Longest document in bytes (tokens for the byte-level tokenizer).
+    pub max_len: usize,
+}
+
+/// A document length: long-tailed between 256 and `max_len` (log-uniform).
+fn doc_len(g: &mut SplitMix64, max_len: usize) -> usize {
+    let lo = 256f64;
+    let hi = (max_len as f64).max(lo * 1.01);
+    (lo * (hi / lo).powf(g.unit_f64())) as usize
+}
+
+fn pick<'a>(g: &mut SplitMix64, xs: &[&'a str]) -> &'a str {
+    xs[g.below(xs.len() as u64) as usize]
+}
+
+fn passkey(g: &mut SplitMix64, max_len: usize) -> Example {
+    let key = 10_000 + g.below(90_000);
+    let target = doc_len(g, max_len);
+    let head =
+        "There is an important pass key hidden inside a lot of irrelevant text. Find it and memorize it.\n";
+    let needle = format!(" The pass key is {key}. Remember it. {key} is the pass key.");
+    let question = "\nWhat is the pass key?";
+    let budget = target.saturating_sub(head.len() + needle.len() + question.len());
+    let mut filler = String::new();
+    while filler.len() < budget {
+        filler.push(' ');
+        filler.push_str(pick(g, &FILLER));
+    }
+    // Insert at a random sentence boundary: every depth is exercised.
+    let bounds: Vec<usize> = filler.match_indices(' ').map(|(i, _)| i).chain([filler.len()]).collect();
+    let at = bounds[g.below(bounds.len() as u64) as usize];
+    let doc = format!("{head}{}{needle}{}{question}", &filler[..at], &filler[at..]);
+    Example {
+        messages: vec![
+            Message::new(Role::User, doc),
+            Message::new(Role::Assistant, format!("The pass key is {key}.")),
+        ],
+        source: Some("passkey".into()),
+    }
+}
+
+fn hex(g: &mut SplitMix64, n: usize) -> String {
+    (0..n).map(|_| char::from_digit(g.below(16) as u32, 16).unwrap()).collect()
+}
+
+fn kv(g: &mut SplitMix64, max_len: usize) -> Example {
+    let target = doc_len(g, max_len);
+    let head = "Below is a list of keys and their values. Answer with the value of the requested key.\n";
+    // One entry "  abcdef: 0123456789\n" is 21 bytes.
+    let n = ((target.saturating_sub(head.len() + 60)) / 21).max(2);
+    let pairs: Vec<(String, String)> = (0..n).map(|_| (hex(g, 6), hex(g, 10))).collect();
+    let (k, v) = pairs[g.below(n as u64) as usize].clone();
+    let mut doc = String::from(head);
+    for (a, b) in &pairs {
+        doc.push_str(&format!("  {a}: {b}\n"));
+    }
+    doc.push_str(&format!("What is the value of key {k}?"));
+    Example {
+        messages: vec![Message::new(Role::User, doc), Message::new(Role::Assistant, v)],
+        source: Some("kv".into()),
+    }
+}
+
+fn chat(g: &mut SplitMix64) -> Example {
+    let n = 1 + g.below(4) as usize;
+    let words: Vec<&str> = (0..n).map(|_| pick(g, &WORDS)).collect();
+    let phrase = words.join(" ");
+    let (q, a) = match g.below(4) {
+        0 => (format!("Reverse the text: {phrase}"), phrase.chars().rev().collect()),
+        1 => (format!("Write in upper case: {phrase}"), phrase.to_uppercase()),
+        2 => (format!("Repeat twice: {phrase}"), format!("{phrase} {phrase}")),
+        _ => (format!("How many words are in: {phrase}"), format!("{n}")),
+    };
+    Example {
+        messages: vec![Message::new(Role::User, q), Message::new(Role::Assistant, a)],
+        source: Some("chat".into()),
+    }
+}
+
+/// Generates the sample: 40% passkey, 30% key-value, 30% chat.
+pub fn generate(cfg: SynthConfig) -> Vec<Example> {
+    let mut g = SplitMix64::new(cfg.seed);
+    (0..cfg.examples)
+        .map(|_| match g.below(10) {
+            0..=3 => passkey(&mut g, cfg.max_len),
+            4..=6 => kv(&mut g, cfg.max_len),
+            _ => chat(&mut g),
+        })
+        .collect()
+}
+
+/// One JSON line per example: `{"messages":[...],"meta":{"source":...}}`.
+pub fn to_jsonl(examples: &[Example]) -> String {
+    let mut out = String::new();
+    for ex in examples {
+        let line = serde_json::json!({
+            "messages": ex.messages,
+            "meta": {"source": ex.source},
+        });
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    out
+}
+
+/// The bundled training split: 600 examples up to 3072 tokens, seed 1.
+pub const TRAIN: SynthConfig = SynthConfig { examples: 600, seed: 1, max_len: 3072 };
+/// The bundled evaluation split: 100 examples, seed 2 (disjoint keys with overwhelming probability).
+pub const EVAL: SynthConfig = SynthConfig { examples: 100, seed: 2, max_len: 3072 };
+
+/// The bundled training split, as shipped in `datasets/sample/train.jsonl` and embedded in the binary.
+pub const TRAIN_JSONL: &str = include_str!("../../../datasets/sample/train.jsonl");
+/// The bundled evaluation split (`datasets/sample/eval.jsonl`).
+pub const EVAL_JSONL: &str = include_str!("../../../datasets/sample/eval.jsonl");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundled_files_are_what_the_generator_makes() {
+        assert_eq!(TRAIN_JSONL, to_jsonl(&generate(TRAIN)), "run `core-cli data synth` to regenerate");
+        assert_eq!(EVAL_JSONL, to_jsonl(&generate(EVAL)), "run `core-cli data synth` to regenerate");
+    }
+
+    #[test]
+    fn answers_are_in_the_documents() {
+        for ex in generate(SynthConfig { examples: 200, seed: 9, max_len: 2048 }) {
+            let (q, a) = (&ex.messages[0].content, &ex.messages[1].content);
+            match ex.source.as_deref() {
+                Some("passkey") => {
+                    let key = a.trim_start_matches("The pass key is ").trim_end_matches('.');
+                    assert!(q.contains(&format!("The pass key is {key}.")));
+                }
+                Some("kv") => {
+                    let key = q.rsplit("key ").next().unwrap().trim_end_matches('?');
+                    assert!(q.contains(&format!("{key}: {a}\n")));
+                }
+                _ => assert!(!a.is_empty()),
+            }
+            assert!(q.len() <= 2048 + 64, "{}", q.len());
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! `core-cli plan` end to end: lengths files, data files, JSON reports and plan files.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::{core_cli, fails, longalign_lengths, ok};
+use serde_json::Value;
+
+#[test]
+fn longalign_mix_packs_to_over_99_5_percent_and_compares_strategies() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("mix.txt"), longalign_lengths(10_000, 10_000, 7)).unwrap();
+    let args = [
+        "plan",
+        "--lengths",
+        "mix.txt",
+        "--strategy",
+        "pack",
+        "--algorithm",
+        "ffd",
+        "--max-tokens",
+        "65536",
+        "--json",
+    ];
+    let v: Value = serde_json::from_str(&ok(d.path(), &args)).unwrap();
+    for field in [
+        "steps",
+        "rows",
+        "sequences",
+        "useful_tokens",
+        "capacity_tokens",
+        "fill",
+        "padding_fraction",
+        "attn_work",
+        "attn_work_dense",
+        "truncated",
+        "dropped",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field} in {v}");
+    }
+    let fill = v["fill"].as_f64().unwrap();
+    assert!(fill >= 0.995, "FFD fill {fill}");
+    assert_eq!(v["sequences"], 20_000);
+    let (useful, cap) = (v["useful_tokens"].as_f64().unwrap(), v["capacity_tokens"].as_f64().unwrap());
+    assert!((fill - useful / cap).abs() < 1e-12);
+    assert!((v["padding_fraction"].as_f64().unwrap() - (1.0 - fill)).abs() < 1e-12);
+
+    // --compare: all three in one table, and in one JSON object.
+    let text = ok(d.path(), &["plan", "--lengths", "mix.txt", "--max-tokens", "65536", "--compare"]);
+    let header = text
+        .lines()
+        .find(|l| l.contains("naive") && l.contains("sorted") && l.contains("pack") && !l.contains(':'))
+        .unwrap();
+    assert!(header.trim_start().starts_with("naive"), "{text}");
+    assert!(text.contains("padding %") && text.contains("fill %"), "{text}");
+    let v: Value = serde_json::from_str(&ok(
+        d.path(),
+        &["plan", "--lengths", "mix.txt", "--max-tokens", "65536", "--compare", "--json"],
+    ))
+    .unwrap();
+    let pad = |s: &str| v[s]["padding_fraction"].as_f64().unwrap();
+    assert!(pad("naive") > pad("sorted") && pad("sorted") > pad("pack"), "{v}");
+    assert!(v["pack"]["fill"].as_f64().unwrap() >= 0.995);
+}
+
+#[test]
+fn plan_file_is_complete_and_deterministic() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("l.txt"), longalign_lengths(50, 200, 3)).unwrap();
+    let base = ["plan", "--lengths", "l.txt", "--max-tokens", "65536", "--devices", "2", "--accum", "3"];
+    let run = |seed: &str, out: &str| {
+        let mut a = base.to_vec();
+        a.extend(["--seed", seed, "--out", out]);
+        ok(d.path(), &a);
+        std::fs::read(d.path().join(out)).unwrap()
+    };
+    let (a, b, c) = (run("5", "a.jsonl"), run("5", "b.jsonl"), run("6", "c.jsonl"));
+    assert_eq!(a, b, "same seed, same bytes");
+    assert_ne!(a, c, "another seed, another order");
+
+    let mut seen = HashSet::new();
+    let mut step_weight: std::collections::BTreeMap<u64, f64> = Default::default();
+    let lengths: Vec<Vec<u32>> = std::fs::read_to_string(d.path().join("l.txt"))
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').map(|x| x.parse().unwrap()).collect())
+        .collect();
+    for line in String::from_utf8(a).unwrap().lines() {
+        let mb: Value = serde_json::from_str(line).unwrap();
+        assert!(mb["device"].as_u64().unwrap() < 2 && mb["micro"].as_u64().unwrap() < 3);
+        for row in mb["rows"].as_array().unwrap() {
+            let ids: Vec<usize> = serde_json::from_value(row["ids"].clone()).unwrap();
+            let cu: Vec<u32> = serde_json::from_value(row["cu_seqlens"].clone()).unwrap();
+            let w: Vec<f64> = serde_json::from_value(row["weights"].clone()).unwrap();
+            assert_eq!(cu.len(), ids.len() + 1);
+            assert!(*cu.last().unwrap() <= 65536);
+            for (k, &id) in ids.iter().enumerate() {
+                assert!(seen.insert(id), "id {id} twice");
+                assert_eq!(cu[k + 1] - cu[k], lengths[id][0], "length of item {id}");
+                *step_weight.entry(mb["step"].as_u64().unwrap()).or_default() += w[k] * lengths[id][1] as f64;
+            }
+        }
+    }
+    assert_eq!(seen.len(), 250, "every line of the lengths file is planned once");
+    for (step, total) in step_weight {
+        assert!((total - 1.0).abs() < 1e-5, "step {step}: weights sum to {total}");
+    }
+}
+
+#[test]
+fn plans_real_data_files_with_a_model_tokenizer_dir() {
+    let d = tempfile::tempdir().unwrap();
+    let tok = d.path().join("tok");
+    std::fs::create_dir(&tok).unwrap();
+    std::fs::write(tok.join("tokenizer.json"), longalign::data::builtin::tokenizer_json()).unwrap();
+    std::fs::write(tok.join("tokenizer_config.json"), longalign::data::builtin::tokenizer_config_json())
+        .unwrap();
+    let data = [
+        r#"{"conversations":[{"from":"human","value":"hello there"},{"from":"gpt","value":"hi"}],"source":"sharegpt"}"#,
+        r#"{"instruction":"Add","input":"1 and 2","output":"3"}"#,
+        r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a long answer"}]}"#,
+    ]
+    .join("\n");
+    std::fs::write(d.path().join("d.jsonl"), data).unwrap();
+    let v: Value = serde_json::from_str(&ok(
+        d.path(),
+        &["plan", "--data", "d.jsonl", "--tokenizer", "tok", "--max-tokens", "64", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(v["sequences"], 3);
+    // Targets are each answer + `<|im_end|>` + "\n" (byte tokens): (2+2) + (1+2) + (13+2).
+    assert_eq!(v["target_tokens"], 22);
+    let s: Value =
+        serde_json::from_str(&ok(d.path(), &["stats", "--data", "d.jsonl", "--tokenizer", "tok", "--json"]))
+            .unwrap();
+    assert_eq!(s["examples"], 3);
+    assert_eq!(s["formats"]["sharegpt"], 1);
+    assert_eq!(s["formats"]["alpaca"], 1);
+    assert_eq!(s["target_tokens"], 22);
+    assert_eq!(s["sources"]["sharegpt"]["examples"], 1);
+}
+
+#[test]
+fn overlong_sequences_follow_the_policy_and_are_counted() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("l.txt"), "100 10\n5000 100\n200\n").unwrap();
+    let run = |policy: &str| -> Value {
+        serde_json::from_str(&ok(
+            d.path(),
+            &["plan", "--lengths", "l.txt", "--max-tokens", "1000", "--overlong", policy, "--json"],
+        ))
+        .unwrap()
+    };
+    let t = run("truncate");
+    assert_eq!(
+        (t["truncated"].as_u64(), t["dropped"].as_u64(), t["sequences"].as_u64()),
+        (Some(1), Some(0), Some(3))
+    );
+    let dr = run("drop");
+    assert_eq!(
+        (dr["truncated"].as_u64(), dr["dropped"].as_u64(), dr["sequences"].as_u64()),
+        (Some(0), Some(1), Some(2))
+    );
+    let e = fails(d.path(), &["plan", "--lengths", "l.txt", "--max-tokens", "1000", "--overlong", "error"]);
+    assert!(e.contains("item 1 has 5000 tokens, over the limit of 1000"), "{e}");
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("l.txt"), "100\n12x\n").unwrap();
+    let e = fails(d.path(), &["plan", "--lengths", "l.txt"]);
+    assert!(e.contains("l.txt:2: total_len") && e.contains("12x"), "{e}");
+    std::fs::write(d.path().join("l.txt"), "10 20\n").unwrap();
+    assert!(
+        fails(d.path(), &["plan", "--lengths", "l.txt"])
+            .contains("l.txt:1: target_len: 20 exceeds total_len 10")
+    );
+    std::fs::write(d.path().join("l.txt"), "10\n\n").unwrap();
+    assert!(fails(d.path(), &["plan", "--lengths", "l.txt"]).contains("l.txt:2: empty line"));
+    assert!(fails(d.path(), &["plan", "--lengths", "missing.txt"]).contains("missing.txt"));
+    assert!(fails(d.path(), &["plan", "--lengths", "l.txt", "--strategy", "zigzag"]).contains("zigzag"));
+    assert!(fails(d.path(), &["plan", "--tokenizer", "nodir"]).contains("nodir: not a directory"));
+
+    let data = "{\"messages\":[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"assistant\",\"content\":\"a\"}]}\n{\"messages\":[{\"role\":\"robot\",\"content\":\"q\"}]}\nnot json\n";
+    std::fs::write(d.path().join("d.jsonl"), data).unwrap();
+    let e = fails(d.path(), &["stats", "--data", "d.jsonl"]);
+    assert!(e.contains("d.jsonl:2: messages[0].role: unknown role \"robot\""), "{e}");
+    let s: Value =
+        serde_json::from_str(&ok(d.path(), &["stats", "--data", "d.jsonl", "--skip-invalid", "--json"]))
+            .unwrap();
+    assert_eq!((s["examples"].as_u64(), s["skipped"].as_u64()), (Some(1), Some(2)));
+    assert!(s["skipped_reasons"][1].as_str().unwrap().starts_with("d.jsonl:3: -: invalid JSON"), "{s}");
+    let text = ok(d.path(), &["stats", "--data", "d.jsonl", "--skip-invalid"]);
+    assert!(text.contains("2 skipped") && text.contains("skipped d.jsonl:2"), "{text}");
+}
+
+#[test]
+fn no_arguments_runs_the_embedded_default() {
+    let d = tempfile::tempdir().unwrap();
+    let out = core_cli(d.path(), &[]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("<embedded sample>: 600 examples"), "{text}");
+    assert!(text.contains("fill %"), "{text}");
+}

@@ -1,0 +1,39 @@
+//! Helpers shared by the end-to-end tests: run the real `core-cli` binary as a user would.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// Runs `core-cli` with `args` in `dir`.
+pub fn core_cli(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_core-cli")).args(args).current_dir(dir).output().expect("core-cli runs")
+}
+
+/// Runs and asserts success; returns stdout.
+pub fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = core_cli(dir, args);
+    assert!(
+        out.status.success(),
+        "core-cli {args:?} failed:\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs and asserts failure; returns stderr.
+pub fn fails(dir: &Path, args: &[&str]) -> String {
+    let out = core_cli(dir, args);
+    assert!(
+        !out.status.success(),
+        "core-cli {args:?} should fail; stdout:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// A LongAlign-like lengths file (see `longalign::batch::mix::longalign_like`).
+pub fn longalign_lengths(n_long: usize, n_short: usize, seed: u64) -> String {
+    longalign::batch::mix::to_lengths_file(&longalign::batch::mix::longalign_like(n_long, n_short, seed))
+}
