@@ -4,4 +4,6 @@
 pub mod batch;
 pub mod cli;
 pub mod data;
+pub mod model;
+pub mod train;
 pub mod util;

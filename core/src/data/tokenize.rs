@@ -198,11 +198,16 @@ impl ModelTokenizer {
         let (text, spans) = self.target_spans(&example.messages)?;
         let enc =
             self.tokenizer.encode(text.as_str(), false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        let targets = enc
+        let mut targets: Vec<bool> = enc
             .get_offsets()
             .iter()
             .map(|&(start, _)| spans.iter().any(|&(a, b)| start >= a && start < b))
             .collect();
+        // Token 0 is never predicted (nothing precedes it), so it can carry no loss: keeping it out
+        // makes `target_count` exactly the number of loss terms the planner weighs.
+        if let Some(first) = targets.first_mut() {
+            *first = false;
+        }
         Ok(Tokenized { ids: enc.get_ids().to_vec(), targets })
     }
 

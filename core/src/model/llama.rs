@@ -1,0 +1,340 @@
+//! The Llama-family decoder (Llama, Qwen2, Mistral), in dependency order: norm → rotary →
+//! attention → MLP → block → model. Generic over the Burn backend.
+//!
+//! Inputs are *packed rows*: several sequences laid end to end in one row of `L` tokens, described
+//! by [`PackedRows`]. Attention is causal within each sequence and zero across sequences, positions
+//! restart at each sequence, so a packed row computes exactly what its sequences would compute one
+//! per row. This file holds the reference path: an explicit block-diagonal mask, obviously right and
+//! O(L²) in memory; the varlen kernel (kernels crate) is validated against it.
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
+
+use super::config::LlamaConfig;
+use super::rope;
+
+/// Root-mean-square layer norm: `x / sqrt(mean(x²) + eps) · weight`, computed in f32.
+#[derive(Module, Debug)]
+pub struct RmsNorm<B: Backend> {
+    pub weight: Param<Tensor<B, 1>>,
+    pub eps: f64,
+}
+
+impl<B: Backend> RmsNorm<B> {
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]` → same
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt(); // [b, l, 1]
+        (x / rms) * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+/// Packed rows on the host: which token belongs to which sequence. Built once per micro-batch and
+/// turned into the tensors the model needs (token ids, rotary cos/sin, attention mask).
+#[derive(Debug, Clone)]
+pub struct PackedRows {
+    /// Token ids, `rows × row_len`, padding included.
+    pub tokens: Vec<u32>,
+    /// Per row, sequence offsets as in the plan: `[0, n₁, n₁+n₂, …]`. Tokens after the last offset
+    /// are padding.
+    pub cu_seqlens: Vec<Vec<u32>>,
+    pub rows: usize,
+    pub row_len: usize,
+}
+
+impl PackedRows {
+    /// Position of every token: 0, 1, … restarting at each sequence (padding counts on as its own
+    /// segment so its positions stay small; its outputs carry no loss).
+    pub fn positions(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.rows * self.row_len);
+        for cu in &self.cu_seqlens {
+            let start = out.len();
+            for w in cu.windows(2) {
+                out.extend(0..w[1] - w[0]);
+            }
+            let used = out.len() - start;
+            out.extend(0..(self.row_len - used) as u32);
+        }
+        out
+    }
+
+    /// Segment id of every token (sequence index within its row; padding is one more segment).
+    pub fn segments(&self) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.rows * self.row_len);
+        for cu in &self.cu_seqlens {
+            for (k, w) in cu.windows(2).enumerate() {
+                out.extend(std::iter::repeat_n(k as u32, (w[1] - w[0]) as usize));
+            }
+            let used = *cu.last().unwrap_or(&0) as usize;
+            out.extend(std::iter::repeat_n((cu.len() - 1) as u32, self.row_len - used));
+        }
+        out
+    }
+
+    /// The reference attention mask, `true` = may NOT attend. Row-major `[rows, row_len, row_len]`.
+    ///
+    /// Three sequences of 3, 2 and 1 tokens (a, b, c) in a row of 6, `·` = attends, `x` = masked:
+    ///
+    /// ```text
+    ///        a0 a1 a2 b0 b1 c0
+    ///   a0    ·  x  x  x  x  x
+    ///   a1    ·  ·  x  x  x  x
+    ///   a2    ·  ·  ·  x  x  x
+    ///   b0    x  x  x  ·  x  x
+    ///   b1    x  x  x  ·  ·  x
+    ///   c0    x  x  x  x  x  ·
+    /// ```
+    ///
+    /// With a sliding window w, a query also ignores keys w or more positions back.
+    pub fn mask(&self, window: Option<usize>) -> Vec<bool> {
+        let seg = self.segments();
+        let l = self.row_len;
+        let mut m = vec![true; self.rows * l * l];
+        for r in 0..self.rows {
+            let s = &seg[r * l..(r + 1) * l];
+            for q in 0..l {
+                for k in 0..=q {
+                    let in_window = window.is_none_or(|w| q - k < w);
+                    if s[q] == s[k] && in_window {
+                        m[(r * l + q) * l + k] = false;
+                    }
+                }
+            }
+        }
+        m
+    }
+}
+
+/// Rotary tables gathered at each token's position.
+pub struct Rotary<B: Backend> {
+    /// `[batch, 1, seq, head_dim]`
+    pub cos: Tensor<B, 4>,
+    /// `[batch, 1, seq, head_dim]`
+    pub sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> Rotary<B> {
+    pub fn new(cfg: &LlamaConfig, rows: &PackedRows, device: &B::Device) -> Self {
+        let positions = rows.positions();
+        let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
+        let (inv, scale) = rope::inv_freq(cfg, max_pos);
+        let (cos_t, sin_t) = rope::tables(&inv, scale, max_pos + 1);
+        let hd = cfg.head_dim;
+        let gather = |t: &[f32]| -> Vec<f32> {
+            positions
+                .iter()
+                .flat_map(|&p| t[p as usize * hd..(p as usize + 1) * hd].iter().copied())
+                .collect()
+        };
+        let shape = [rows.rows, 1, rows.row_len, hd];
+        Self {
+            cos: Tensor::from_data(TensorData::new(gather(&cos_t), shape), device),
+            sin: Tensor::from_data(TensorData::new(gather(&sin_t), shape), device),
+        }
+    }
+
+    /// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the two halves of head_dim.
+    ///
+    /// # Shapes
+    /// - x: `[batch, heads, seq, head_dim]` → same
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let d = x.dims()[3];
+        let x1 = x.clone().narrow(3, 0, d / 2);
+        let x2 = x.clone().narrow(3, d / 2, d / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+/// Grouped-query self-attention with the reference (masked, dense) kernel.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    pub q_proj: Linear<B>,
+    pub k_proj: Linear<B>,
+    pub v_proj: Linear<B>,
+    pub o_proj: Linear<B>,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+impl<B: Backend> Attention<B> {
+    /// # Shapes
+    /// - x: `[batch, seq, hidden]`
+    /// - mask: `[batch, 1, seq, seq]`, true = masked
+    /// - output: `[batch, seq, hidden]`
+    pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, mask: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
+        let [b, l, _] = x.dims();
+        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x.clone()).reshape([b, l, h, hd]).swap_dims(1, 2); // [b, h, l, hd]
+        let k = self.k_proj.forward(x.clone()).reshape([b, l, kv, hd]).swap_dims(1, 2); // [b, kv, l, hd]
+        let v = self.v_proj.forward(x).reshape([b, l, kv, hd]).swap_dims(1, 2); // [b, kv, l, hd]
+        let (q, k) = (rotary.apply(q), rotary.apply(k));
+        // Each KV head serves h / kv query heads: repeat it so shapes line up with q.
+        let repeat = |t: Tensor<B, 4>| -> Tensor<B, 4> {
+            if h == kv {
+                return t;
+            }
+            t.reshape([b, kv, 1, l, hd]).repeat_dim(2, h / kv).reshape([b, h, l, hd])
+        };
+        let (k, v) = (repeat(k), repeat(v));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [b, h, l, l]
+        let scores = scores.mask_fill(mask.expand([b, h, l, l]), f32::NEG_INFINITY);
+        let probs = softmax(scores, 3);
+        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, l, h * hd]); // [b, l, h·hd]
+        self.o_proj.forward(out)
+    }
+}
+
+/// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    pub gate_proj: Linear<B>,
+    pub up_proj: Linear<B>,
+    pub down_proj: Linear<B>,
+}
+
+impl<B: Backend> Mlp<B> {
+    pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+/// Pre-norm decoder block: `h = x + attn(norm(x)); out = h + mlp(norm(h))`.
+#[derive(Module, Debug)]
+pub struct Block<B: Backend> {
+    pub input_layernorm: RmsNorm<B>,
+    pub self_attn: Attention<B>,
+    pub post_attention_layernorm: RmsNorm<B>,
+    pub mlp: Mlp<B>,
+}
+
+impl<B: Backend> Block<B> {
+    pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, mask: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, mask);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+/// The decoder: embeddings, blocks, final norm and the language-model head.
+#[derive(Module, Debug)]
+pub struct Llama<B: Backend> {
+    pub embed_tokens: Embedding<B>,
+    pub layers: Vec<Block<B>>,
+    pub norm: RmsNorm<B>,
+    /// `None` when tied to the embeddings.
+    pub lm_head: Option<Linear<B>>,
+    pub sliding_window: Option<usize>,
+}
+
+fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
+    // transformers' Llama init: N(0, 0.02) weights, zero biases.
+    Linear {
+        weight: Param::from_tensor(Tensor::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device)),
+        bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
+    }
+}
+
+fn norm<B: Backend>(d: usize, eps: f64, device: &B::Device) -> RmsNorm<B> {
+    RmsNorm { weight: Param::from_tensor(Tensor::ones([d], device)), eps }
+}
+
+impl<B: Backend> Llama<B> {
+    /// A freshly initialised model (for the presets; pretrained weights come from `load`).
+    pub fn init(cfg: &LlamaConfig, device: &B::Device) -> Self {
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim);
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| Block {
+                input_layernorm: norm(d, cfg.rms_norm_eps, device),
+                self_attn: Attention {
+                    q_proj: linear(d, cfg.num_attention_heads * hd, cfg.qkv_bias, device),
+                    k_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, device),
+                    v_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, device),
+                    o_proj: linear(cfg.num_attention_heads * hd, d, cfg.o_bias, device),
+                    n_heads: cfg.num_attention_heads,
+                    n_kv_heads: cfg.num_key_value_heads,
+                    head_dim: hd,
+                },
+                post_attention_layernorm: norm(d, cfg.rms_norm_eps, device),
+                mlp: Mlp {
+                    gate_proj: linear(d, cfg.intermediate_size, false, device),
+                    up_proj: linear(d, cfg.intermediate_size, false, device),
+                    down_proj: linear(cfg.intermediate_size, d, false, device),
+                },
+            })
+            .collect();
+        Self {
+            embed_tokens: Embedding {
+                weight: Param::from_tensor(Tensor::random(
+                    [cfg.vocab_size, d],
+                    Distribution::Normal(0.0, 0.02),
+                    device,
+                )),
+            },
+            layers,
+            norm: norm(d, cfg.rms_norm_eps, device),
+            lm_head: (!cfg.tie_word_embeddings).then(|| linear(d, cfg.vocab_size, false, device)),
+            sliding_window: cfg.sliding_window,
+        }
+    }
+
+    /// Final hidden states of packed rows.
+    ///
+    /// # Shapes
+    /// - output: `[rows, row_len, hidden]`
+    pub fn hidden(&self, cfg: &LlamaConfig, rows: &PackedRows, device: &B::Device) -> Tensor<B, 3> {
+        let (b, l) = (rows.rows, rows.row_len);
+        let ids: Vec<i64> = rows.tokens.iter().map(|&t| t as i64).collect();
+        let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, l]), device);
+        let rotary = Rotary::new(cfg, rows, device);
+        let mask = Tensor::<B, 4, Bool>::from_data(
+            TensorData::new(rows.mask(self.sliding_window), [b, 1, l, l]),
+            device,
+        );
+        let mut x = self.embed_tokens.forward(tokens); // [b, l, d]
+        for layer in &self.layers {
+            x = layer.forward(x, &rotary, mask.clone());
+        }
+        self.norm.forward(x)
+    }
+
+    /// Language-model head on any hidden states.
+    ///
+    /// # Shapes
+    /// - hidden: `[n, hidden]` → `[n, vocab]`
+    pub fn head(&self, hidden: Tensor<B, 2>) -> Tensor<B, 2> {
+        match &self.lm_head {
+            Some(h) => h.forward(hidden),
+            None => hidden.matmul(self.embed_tokens.weight.val().transpose()),
+        }
+    }
+
+    /// Logits of packed rows: `[rows, row_len, vocab]`. Materialises the whole vocab projection;
+    /// training uses [`super::loss::weighted_cross_entropy`] instead.
+    pub fn logits(&self, cfg: &LlamaConfig, rows: &PackedRows, device: &B::Device) -> Tensor<B, 3> {
+        let h = self.hidden(cfg, rows, device);
+        let [b, l, d] = h.dims();
+        self.head(h.reshape([b * l, d])).reshape([b, l, cfg.vocab_size])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_segments_and_mask_of_a_packed_row() {
+        let rows = PackedRows { tokens: vec![0; 7], cu_seqlens: vec![vec![0, 3, 5, 6]], rows: 1, row_len: 7 };
+        assert_eq!(rows.positions(), vec![0, 1, 2, 0, 1, 0, 0]);
+        assert_eq!(rows.segments(), vec![0, 0, 0, 1, 1, 2, 3]);
+        let m = rows.mask(None);
+        let show: Vec<String> =
+            (0..7).map(|q| (0..7).map(|k| if m[q * 7 + k] { 'x' } else { '.' }).collect()).collect();
+        assert_eq!(show, vec![".xxxxxx", "..xxxxx", "...xxxx", "xxx.xxx", "xxx..xx", "xxxxx.x", "xxxxxx."]);
+        let w = rows.mask(Some(2));
+        assert!(w[2 * 7] && !w[2 * 7 + 1] && !w[2 * 7 + 2], "window 2: a2 sees a1, a2 only");
+    }
+}

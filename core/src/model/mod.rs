@@ -1,0 +1,11 @@
+//! Llama-family models on Burn: configuration, rotary embeddings, the decoder, the weighted loss,
+//! and Hugging Face load/export.
+
+pub mod config;
+pub mod llama;
+pub mod load;
+pub mod loss;
+pub mod rope;
+
+pub use config::{Architecture, LlamaConfig, RopeScaling};
+pub use llama::{Llama, PackedRows};

@@ -1,0 +1,175 @@
+//! Rotary position embeddings: inverse frequencies for every scaling type of Hugging Face configs,
+//! and cos/sin tables. Plain f32/f64 maths here; the model gathers rows of the tables by position.
+//!
+//! Arithmetic follows transformers' `ROPE_INIT_FUNCTIONS` so logits match: inverse frequencies are
+//! rounded to f32, angles are f32 products `position × inv_freq`, and cos/sin are multiplied by the
+//! attention scaling (YaRN's mscale, 1 otherwise).
+
+use std::f64::consts::PI;
+
+use super::config::{LlamaConfig, RopeScaling};
+
+/// Inverse frequencies (head_dim / 2 of them) and the cos/sin scaling, for sequences whose largest
+/// position is `max_position` (only dynamic NTK depends on it).
+pub fn inv_freq(cfg: &LlamaConfig, max_position: usize) -> (Vec<f32>, f32) {
+    let dim = cfg.head_dim;
+    let base = cfg.rope_theta;
+    let plain = |base: f64| -> Vec<f64> {
+        (0..dim / 2)
+            .map(|i| {
+                // transformers: 1 / base ** (arange(0, dim, 2).float() / dim), in f32.
+                let exponent = ((2 * i) as f32 / dim as f32) as f64;
+                (1.0 / (base as f32 as f64).powf(exponent)) as f32 as f64
+            })
+            .collect()
+    };
+    let (freqs, scale) = match &cfg.rope_scaling {
+        RopeScaling::Default => (plain(base), 1.0),
+        RopeScaling::Linear { factor } => (plain(base).into_iter().map(|f| f / factor).collect(), 1.0),
+        RopeScaling::Dynamic { factor, original_max_position_embeddings: orig } => {
+            let seq_len = max_position + 1;
+            if seq_len > *orig {
+                let b = base
+                    * ((factor * seq_len as f64 / *orig as f64) - (factor - 1.0))
+                        .powf(dim as f64 / (dim as f64 - 2.0));
+                (plain(b), 1.0)
+            } else {
+                (plain(base), 1.0)
+            }
+        }
+        RopeScaling::Yarn {
+            factor,
+            original_max_position_embeddings: orig,
+            beta_fast,
+            beta_slow,
+            attention_factor,
+        } => {
+            let correction_dim =
+                |rot: f64| (dim as f64 * (*orig as f64 / (rot * 2.0 * PI)).ln()) / (2.0 * base.ln());
+            let low = correction_dim(*beta_fast).floor().max(0.0);
+            let mut high = correction_dim(*beta_slow).ceil().min(dim as f64 - 1.0);
+            if low == high {
+                high += 0.001;
+            }
+            let freqs = plain(base)
+                .into_iter()
+                .enumerate()
+                .map(|(i, extra)| {
+                    let inter = extra / factor;
+                    let ramp = ((i as f64 - low) / (high - low)).clamp(0.0, 1.0);
+                    let extrapolation = 1.0 - ramp;
+                    inter * (1.0 - extrapolation) + extra * extrapolation
+                })
+                .collect();
+            let mscale =
+                attention_factor.unwrap_or(if *factor <= 1.0 { 1.0 } else { 0.1 * factor.ln() + 1.0 });
+            (freqs, mscale)
+        }
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: orig,
+        } => {
+            let old = *orig as f64;
+            let (low_wavelen, high_wavelen) = (old / low_freq_factor, old / high_freq_factor);
+            let freqs = plain(base)
+                .into_iter()
+                .map(|f| {
+                    let wavelen = 2.0 * PI / f;
+                    if wavelen < high_wavelen {
+                        f
+                    } else if wavelen > low_wavelen {
+                        f / factor
+                    } else {
+                        let smooth = (old / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+                        (1.0 - smooth) * f / factor + smooth * f
+                    }
+                })
+                .collect();
+            (freqs, 1.0)
+        }
+    };
+    (freqs.into_iter().map(|f| f as f32).collect(), scale as f32)
+}
+
+/// cos and sin tables `[positions, head_dim]`, row p for position p, the half-dim frequencies
+/// repeated twice (transformers' `rotate_half` layout).
+pub fn tables(inv_freq: &[f32], scale: f32, positions: usize) -> (Vec<f32>, Vec<f32>) {
+    let half = inv_freq.len();
+    let mut cos = Vec::with_capacity(positions * 2 * half);
+    let mut sin = Vec::with_capacity(positions * 2 * half);
+    for p in 0..positions {
+        for _ in 0..2 {
+            for &f in inv_freq {
+                let angle = p as f32 * f;
+                cos.push(angle.cos() * scale);
+                sin.push(angle.sin() * scale);
+            }
+        }
+    }
+    (cos, sin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(scaling: RopeScaling) -> LlamaConfig {
+        LlamaConfig { head_dim: 8, rope_theta: 10_000.0, rope_scaling: scaling, ..LlamaConfig::tiny() }
+    }
+
+    #[test]
+    fn default_frequencies() {
+        let (f, s) = inv_freq(&cfg(RopeScaling::Default), 10);
+        assert_eq!(s, 1.0);
+        let want = [1.0, 0.1, 0.01, 0.001];
+        for (a, b) in f.iter().zip(want) {
+            assert!((*a as f64 - b).abs() < 1e-7, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn scalings_transform_as_documented() {
+        let (base, _) = inv_freq(&cfg(RopeScaling::Default), 10);
+        let (lin, _) = inv_freq(&cfg(RopeScaling::Linear { factor: 4.0 }), 10);
+        assert!(base.iter().zip(&lin).all(|(b, l)| (b / 4.0 - l).abs() < 1e-9));
+        // Dynamic NTK only changes anything beyond the original context.
+        let dynamic = RopeScaling::Dynamic { factor: 2.0, original_max_position_embeddings: 100 };
+        assert_eq!(inv_freq(&cfg(dynamic.clone()), 50).0, base);
+        let (long, _) = inv_freq(&cfg(dynamic), 400);
+        assert_eq!(long[0], 1.0);
+        assert!(long[3] < base[3], "a larger base lowers the frequencies");
+        // Llama 3: high frequencies kept, low frequencies divided by the factor.
+        let l3 = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192,
+        };
+        let (f, _) = inv_freq(&LlamaConfig { head_dim: 128, rope_theta: 500_000.0, ..cfg(l3) }, 10);
+        let (b, _) =
+            inv_freq(&LlamaConfig { head_dim: 128, rope_theta: 500_000.0, ..cfg(RopeScaling::Default) }, 10);
+        assert_eq!(f[0], b[0]);
+        assert!((f[63] - b[63] / 8.0).abs() < 1e-12);
+        // YaRN: mscale = 0.1 ln(factor) + 1.
+        let yarn = RopeScaling::Yarn {
+            factor: 4.0,
+            original_max_position_embeddings: 2048,
+            beta_fast: 32.0,
+            beta_slow: 1.0,
+            attention_factor: None,
+        };
+        let (_, s) = inv_freq(&cfg(yarn), 10);
+        assert!((s as f64 - (0.1 * 4f64.ln() + 1.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn tables_layout() {
+        let (cos, sin) = tables(&[1.0, 0.5], 1.0, 3);
+        assert_eq!(cos.len(), 12);
+        assert_eq!(&cos[..4], &[1.0, 1.0, 1.0, 1.0]);
+        assert!((sin[4] - 1f32.sin()).abs() < 1e-7 && (sin[5] - 0.5f32.sin()).abs() < 1e-7);
+        assert_eq!(sin[4], sin[6]);
+    }
+}

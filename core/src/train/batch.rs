@@ -1,0 +1,59 @@
+//! From a planned micro-batch and the tokenized data to the model's inputs.
+
+use crate::batch::MicroBatch;
+use crate::data::Tokenized;
+use crate::model::PackedRows;
+use crate::model::loss::row_targets;
+
+/// One micro-batch ready for the model, with its token counts.
+pub struct MicroBatchInput {
+    pub rows: PackedRows,
+    /// Next-token labels, row-major `[rows × row_len]`.
+    pub labels: Vec<u32>,
+    /// Loss weight per position (0 where no loss).
+    pub weights: Vec<f32>,
+    pub useful_tokens: u64,
+    pub padded_tokens: u64,
+    pub target_tokens: u64,
+    pub sequences: usize,
+}
+
+/// Lays out a micro-batch's rows. `tokens[id]` is item `id` of the plan; a sequence the plan cut
+/// (truncation) is cut here the same way, its first `n` tokens kept.
+pub fn build(mb: &MicroBatch, tokens: &[Tokenized], pad_id: u32) -> MicroBatchInput {
+    let row_len = mb.row_len as usize;
+    let mut ids = Vec::with_capacity(mb.rows.len() * row_len);
+    let (mut labels, mut weights) = (Vec::with_capacity(ids.capacity()), Vec::with_capacity(ids.capacity()));
+    let (mut useful, mut targets, mut sequences) = (0u64, 0u64, 0usize);
+    for row in &mb.rows {
+        let start = ids.len();
+        let mut parts = Vec::with_capacity(row.ids.len());
+        for (k, (&id, &w)) in row.ids.iter().zip(&row.weights).enumerate() {
+            let n = (row.cu_seqlens[k + 1] - row.cu_seqlens[k]) as usize;
+            let t = &tokens[id];
+            ids.extend_from_slice(&t.ids[..n]);
+            targets += t.targets[1..n].iter().filter(|&&m| m).count() as u64;
+            parts.push((&t.ids[..n], &t.targets[..n], w));
+        }
+        useful += (ids.len() - start) as u64;
+        sequences += row.ids.len();
+        ids.resize(start + row_len, pad_id);
+        let (l, w) = row_targets(&parts, row_len);
+        labels.extend(l);
+        weights.extend(w);
+    }
+    MicroBatchInput {
+        rows: PackedRows {
+            tokens: ids,
+            cu_seqlens: mb.rows.iter().map(|r| r.cu_seqlens.clone()).collect(),
+            rows: mb.rows.len(),
+            row_len,
+        },
+        labels,
+        weights,
+        useful_tokens: useful,
+        padded_tokens: (mb.rows.len() * row_len) as u64,
+        target_tokens: targets,
+        sequences,
+    }
+}
