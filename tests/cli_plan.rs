@@ -4,7 +4,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{core_cli, fails, longalign_lengths, ok};
+use common::{fails, longalign_lengths, ok};
 use serde_json::Value;
 
 #[test]
@@ -194,14 +194,4 @@ fn bad_inputs_get_clear_errors() {
     assert!(s["skipped_reasons"][1].as_str().unwrap().starts_with("d.jsonl:3: -: invalid JSON"), "{s}");
     let text = ok(d.path(), &["stats", "--data", "d.jsonl", "--skip-invalid"]);
     assert!(text.contains("2 skipped") && text.contains("skipped d.jsonl:2"), "{text}");
-}
-
-#[test]
-fn no_arguments_runs_the_embedded_default() {
-    let d = tempfile::tempdir().unwrap();
-    let out = core_cli(d.path(), &[]);
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("<embedded sample>: 600 examples"), "{text}");
-    assert!(text.contains("fill %"), "{text}");
 }

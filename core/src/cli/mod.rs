@@ -1,9 +1,11 @@
 //! `core-cli`: argument parsing and printing. The work itself lives in the library modules.
 
+pub mod bench;
 pub mod dataset;
 pub mod plan;
 pub mod stats;
 pub mod table;
+pub mod train;
 
 use std::path::PathBuf;
 
@@ -25,10 +27,22 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// The embedded default (what `core-cli` alone runs): train the tiny preset on the bundled
+    /// sample and evaluate it before and after.
+    Demo(train::DemoArgs),
+    /// Fine-tune (or train a preset from scratch) with packing and LongAlign loss weighting.
+    Train(train::TrainArgs),
+    /// Per-example mean cross entropy over target tokens, as JSON lines.
+    Score(train::ScoreArgs),
+    /// Export a run's last checkpoint as a Hugging Face model directory.
+    Export(train::ExportArgs),
     /// Counts, token-length histogram, target share, per format and source.
     Stats(StatsArgs),
     /// Plan batches (naive / sorted / pack) and report padding, fill and attention work.
     Plan(PlanArgs),
+    /// Benchmarks.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
@@ -127,10 +141,19 @@ pub struct PlanArgs {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Some(Command::Demo(a)) => train::embedded_default(&a),
+        Some(Command::Train(a)) => train::run(&a),
+        Some(Command::Score(a)) => train::score(&a),
+        Some(Command::Export(a)) => train::export(&a),
         Some(Command::Stats(a)) => stats::run(&a),
+        Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Plan(a)) => plan::run(&a),
         Some(Command::Data(DataCommand::Synth(a))) => dataset::synth(&a),
         Some(Command::Data(DataCommand::Lengths(a))) => dataset::lengths(&a),
-        None => plan::demo(),
+        None => train::embedded_default(&train::DemoArgs {
+            epochs: train::EMBEDDED_EPOCHS,
+            steps: None,
+            out: None,
+        }),
     }
 }

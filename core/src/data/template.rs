@@ -300,7 +300,7 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 }
 
 /// The subset of C `strftime` that chat templates use (`%d %b %Y` in Llama 3.x), in UTC.
-pub(crate) fn strftime(fmt: &str, unix: i64) -> Result<String, Error> {
+pub fn strftime(fmt: &str, unix: i64) -> Result<String, Error> {
     const MONTHS: [&str; 12] = [
         "January",
         "February",

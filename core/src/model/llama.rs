@@ -149,7 +149,91 @@ impl<B: Backend> Rotary<B> {
     }
 }
 
-/// Grouped-query self-attention with the reference (masked, dense) kernel.
+/// How attention over packed rows is computed. All give the same result (tests compare them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionMode {
+    /// One dense `[row_len, row_len]` score matrix per head with an explicit block-diagonal mask:
+    /// obviously right, O(row_len²) time and memory. The oracle.
+    Reference,
+    /// Each sequence attends within its own block only: dense causal attention per sequence, in
+    /// plain tensor ops. O(Σ nᵢ²) — what packing should cost — without a custom kernel.
+    #[default]
+    Segmented,
+}
+
+impl std::str::FromStr for AttentionMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reference" => Ok(Self::Reference),
+            "segmented" | "varlen" => Ok(Self::Segmented),
+            _ => Err(format!("unknown attention {s:?} (expected reference or segmented)")),
+        }
+    }
+}
+
+/// What attention needs to know about the rows, prepared once per forward pass.
+pub enum AttnContext<B: Backend> {
+    /// `[rows, 1, row_len, row_len]`, true = masked.
+    Reference(Tensor<B, 4, Bool>),
+    Segmented {
+        /// Per row, the (start, length) of each sequence; tokens past the last are padding.
+        segments: Vec<Vec<(usize, usize)>>,
+        row_len: usize,
+        /// Causal (and sliding-window) mask per sequence length, `[1, 1, n, n]`.
+        masks: std::collections::HashMap<usize, Tensor<B, 4, Bool>>,
+    },
+}
+
+impl<B: Backend> AttnContext<B> {
+    pub fn new(mode: AttentionMode, rows: &PackedRows, window: Option<usize>, device: &B::Device) -> Self {
+        let (b, l) = (rows.rows, rows.row_len);
+        match mode {
+            AttentionMode::Reference => {
+                Self::Reference(Tensor::from_data(TensorData::new(rows.mask(window), [b, 1, l, l]), device))
+            }
+            AttentionMode::Segmented => {
+                let segments: Vec<Vec<(usize, usize)>> = rows
+                    .cu_seqlens
+                    .iter()
+                    .map(|cu| cu.windows(2).map(|w| (w[0] as usize, (w[1] - w[0]) as usize)).collect())
+                    .collect();
+                let mut masks = std::collections::HashMap::new();
+                for &(_, n) in segments.iter().flatten() {
+                    masks.entry(n).or_insert_with(|| {
+                        let one = PackedRows {
+                            tokens: vec![0; n],
+                            cu_seqlens: vec![vec![0, n as u32]],
+                            rows: 1,
+                            row_len: n,
+                        };
+                        Tensor::from_data(TensorData::new(one.mask(window), [1, 1, n, n]), device)
+                    });
+                }
+                Self::Segmented { segments, row_len: l, masks }
+            }
+        }
+    }
+}
+
+/// Softmax attention of one block: `softmax(q·kᵀ/√d + mask)·v`.
+///
+/// # Shapes
+/// - q, k, v: `[b, heads, n, head_dim]`; mask `[b or 1, 1, n, n]` → `[b, heads, n, head_dim]`
+fn attend<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    mask: Tensor<B, 4, Bool>,
+) -> Tensor<B, 4> {
+    let [b, h, n, hd] = q.dims();
+    let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [b, h, n, n]
+    let scores = scores.mask_fill(mask.expand([b, h, n, n]), f32::NEG_INFINITY);
+    softmax(scores, 3).matmul(v)
+}
+
+/// Grouped-query self-attention.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
     pub q_proj: Linear<B>,
@@ -166,7 +250,7 @@ impl<B: Backend> Attention<B> {
     /// - x: `[batch, seq, hidden]`
     /// - mask: `[batch, 1, seq, seq]`, true = masked
     /// - output: `[batch, seq, hidden]`
-    pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, mask: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
+    pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, ctx: &AttnContext<B>) -> Tensor<B, 3> {
         let [b, l, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let q = self.q_proj.forward(x.clone()).reshape([b, l, h, hd]).swap_dims(1, 2); // [b, h, l, hd]
@@ -181,11 +265,29 @@ impl<B: Backend> Attention<B> {
             t.reshape([b, kv, 1, l, hd]).repeat_dim(2, h / kv).reshape([b, h, l, hd])
         };
         let (k, v) = (repeat(k), repeat(v));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [b, h, l, l]
-        let scores = scores.mask_fill(mask.expand([b, h, l, l]), f32::NEG_INFINITY);
-        let probs = softmax(scores, 3);
-        let out = probs.matmul(v).swap_dims(1, 2).reshape([b, l, h * hd]); // [b, l, h·hd]
-        self.o_proj.forward(out)
+        let out = match ctx {
+            AttnContext::Reference(mask) => attend(q, k, v, mask.clone()), // [b, h, l, hd]
+            AttnContext::Segmented { segments, row_len, masks } => {
+                let mut rows = Vec::with_capacity(b);
+                for (r, segs) in segments.iter().enumerate() {
+                    let (qr, kr, vr) =
+                        (q.clone().narrow(0, r, 1), k.clone().narrow(0, r, 1), v.clone().narrow(0, r, 1));
+                    let mut parts = Vec::with_capacity(segs.len() + 1);
+                    for &(start, n) in segs {
+                        let part = |t: &Tensor<B, 4>| t.clone().narrow(2, start, n);
+                        parts.push(attend(part(&qr), part(&kr), part(&vr), masks[&n].clone())); // [1, h, n, hd]
+                    }
+                    // Padding attends to nothing; its outputs carry no loss.
+                    let used: usize = segs.iter().map(|s| s.1).sum();
+                    if used < *row_len {
+                        parts.push(Tensor::zeros([1, h, row_len - used, hd], &qr.device()));
+                    }
+                    rows.push(Tensor::cat(parts, 2));
+                }
+                Tensor::cat(rows, 0)
+            }
+        };
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, l, h * hd])) // [b, l, h·hd] → [b, l, d]
     }
 }
 
@@ -213,8 +315,8 @@ pub struct Block<B: Backend> {
 }
 
 impl<B: Backend> Block<B> {
-    pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, mask: Tensor<B, 4, Bool>) -> Tensor<B, 3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, mask);
+    pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, ctx: &AttnContext<B>) -> Tensor<B, 3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, ctx);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -286,17 +388,25 @@ impl<B: Backend> Llama<B> {
     /// # Shapes
     /// - output: `[rows, row_len, hidden]`
     pub fn hidden(&self, cfg: &LlamaConfig, rows: &PackedRows, device: &B::Device) -> Tensor<B, 3> {
+        self.hidden_with(cfg, rows, AttentionMode::default(), device)
+    }
+
+    /// [`Self::hidden`] with a chosen attention implementation.
+    pub fn hidden_with(
+        &self,
+        cfg: &LlamaConfig,
+        rows: &PackedRows,
+        mode: AttentionMode,
+        device: &B::Device,
+    ) -> Tensor<B, 3> {
         let (b, l) = (rows.rows, rows.row_len);
         let ids: Vec<i64> = rows.tokens.iter().map(|&t| t as i64).collect();
         let tokens = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [b, l]), device);
         let rotary = Rotary::new(cfg, rows, device);
-        let mask = Tensor::<B, 4, Bool>::from_data(
-            TensorData::new(rows.mask(self.sliding_window), [b, 1, l, l]),
-            device,
-        );
+        let ctx = AttnContext::new(mode, rows, self.sliding_window, device);
         let mut x = self.embed_tokens.forward(tokens); // [b, l, d]
         for layer in &self.layers {
-            x = layer.forward(x, &rotary, mask.clone());
+            x = layer.forward(x, &rotary, &ctx);
         }
         self.norm.forward(x)
     }

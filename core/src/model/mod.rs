@@ -8,4 +8,4 @@ pub mod loss;
 pub mod rope;
 
 pub use config::{Architecture, LlamaConfig, RopeScaling};
-pub use llama::{Llama, PackedRows};
+pub use llama::{AttentionMode, Llama, PackedRows};

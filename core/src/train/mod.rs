@@ -72,7 +72,7 @@ impl TrainConfig {
             chat_template: None,
             format: None,
             skip_invalid: false,
-            plan: PlanConfig { max_tokens: Some(4096), ..PlanConfig::default() },
+            plan: PlanConfig { max_tokens: Some(2048), ..PlanConfig::default() },
             lr: 2e-5,
             beta1: 0.9,
             beta2: 0.95,
@@ -103,6 +103,16 @@ pub struct RunSummary {
     pub padded_tokens: u64,
     pub wall_s: f64,
     pub export_dir: PathBuf,
+    /// Peak resident memory of the process so far (Linux `VmHWM`), if known.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process (Linux; `None` elsewhere).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
 }
 
 /// The tokenizer a run uses.
@@ -281,6 +291,13 @@ pub fn train<B: AutodiffBackend>(
         if cfg.checkpoint_every.is_some_and(|n| done % n == 0) || done == total {
             checkpoint::save::<B, _>(out, done, &model, &optim)?;
         }
+        // Crash injection for the resume tests: die here like a killed process (no unwinding, no
+        // cleanup), after the step's event and checkpoint are on disk.
+        if std::env::var("LONGALIGN_CRASH_AFTER_STEP").ok().and_then(|v| v.parse::<usize>().ok())
+            == Some(done)
+        {
+            std::process::abort();
+        }
     }
     bar.finish_and_clear();
     let export_dir = out.join("export");
@@ -293,6 +310,7 @@ pub fn train<B: AutodiffBackend>(
         padded_tokens: padded_all,
         wall_s: t0.elapsed().as_secs_f64(),
         export_dir,
+        peak_rss_bytes: peak_rss_bytes(),
     })
 }
 
