@@ -203,6 +203,25 @@ impl LlamaConfig {
         })
     }
 
+    /// Whether transformers can express this configuration: its attention biases are per
+    /// architecture (Llama: one `attention_bias` switch for q/k/v/o; Qwen2: q/k/v always, o never;
+    /// Mistral: none).
+    pub fn check_hf(&self) -> Result<(), String> {
+        let ok = match self.architecture {
+            Architecture::LlamaForCausalLM => self.qkv_bias == self.o_bias,
+            Architecture::Qwen2ForCausalLM => self.qkv_bias && !self.o_bias,
+            Architecture::MistralForCausalLM => !self.qkv_bias && !self.o_bias,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{:?} cannot have qkv_bias={} with o_bias={} in a Hugging Face config",
+                self.architecture, self.qkv_bias, self.o_bias
+            ))
+        }
+    }
+
     /// The Hugging Face `config.json` for this model (what transformers loads unchanged).
     pub fn to_hf_json(&self) -> Value {
         let mut v = serde_json::json!({

@@ -277,6 +277,7 @@ pub fn save_hf<B: Backend>(
     dir: &Path,
     tokenizer_files: &[(&str, Vec<u8>)],
 ) -> anyhow::Result<()> {
+    cfg.check_hf().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(dir)?;
     let tensors = model.hf_tensors();
     let bytes: BTreeMap<String, (Vec<usize>, Vec<u8>)> = tensors
