@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// A small, quick dataset: 40 examples up to 300 tokens.
 fn small_data(dir: &Path) {
-    let ex = generate(SynthConfig { examples: 40, seed: 9, max_len: 300 });
+    let ex = generate(SynthConfig { examples: 40, seed: 9, min_len: 128, max_len: 300 });
     std::fs::write(dir.join("small.jsonl"), to_jsonl(&ex)).unwrap();
 }
 

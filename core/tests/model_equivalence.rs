@@ -8,9 +8,9 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use longalign::batch::rng::SplitMix64;
 use longalign::batch::weights::{LossMode, step_weights};
-use longalign::model::LlamaConfig;
 use longalign::model::llama::{Llama, PackedRows};
 use longalign::model::loss::{row_targets, weighted_cross_entropy};
+use longalign::model::{AttentionMode, LlamaConfig};
 
 type B = Autodiff<Flex>;
 type Inner = <B as AutodiffBackend>::InnerBackend;
@@ -51,7 +51,8 @@ fn n_targets(s: &Seq) -> u32 {
 }
 
 /// Loss of one micro-batch: `rows[r]` lists (sequence index, weight) packed in row r.
-fn micro_batch_loss(
+fn micro_batch_loss_with(
+    mode: AttentionMode,
     model: &Llama<B>,
     cfg: &LlamaConfig,
     all: &[Seq],
@@ -79,8 +80,18 @@ fn micro_batch_loss(
         weights.extend(w);
     }
     let packed = PackedRows { tokens, cu_seqlens: cu, rows: rows.len(), row_len };
-    let hidden = model.hidden(cfg, &packed, &device);
+    let hidden = model.hidden_with(cfg, &packed, mode, &device);
     weighted_cross_entropy(model, hidden, &labels, &weights, 7)
+}
+
+fn micro_batch_loss(
+    model: &Llama<B>,
+    cfg: &LlamaConfig,
+    all: &[Seq],
+    rows: &[Vec<(usize, f32)>],
+    row_len: usize,
+) -> Tensor<B, 1> {
+    micro_batch_loss_with(AttentionMode::Segmented, model, cfg, all, rows, row_len)
 }
 
 /// All gradients of the model, flattened in parameter order.
@@ -195,4 +206,22 @@ fn token_mode_is_the_mean_over_target_tokens_of_the_step() {
         sum += micro_batch_loss(&m, &cfg, &all, &[vec![(i, 1.0)]], s.ids.len()).into_scalar();
     }
     assert!((packed - sum / t as f32).abs() <= 1e-5 * packed.abs(), "{packed} vs {}", sum / t as f32);
+}
+
+/// The segmented (per-sequence) attention equals the reference block-diagonal mask, in loss and
+/// gradients, on rows with several sequences and a padding tail.
+#[test]
+fn segmented_attention_equals_the_reference_mask() {
+    let cfg = cfg();
+    let m = model(4);
+    let all = seqs(&[(9, 4), (1, 0), (12, 6), (5, 5), (7, 3)], 23);
+    let targets: Vec<u32> = all.iter().map(n_targets).collect();
+    let w = step_weights(&targets, LossMode::Sequence);
+    let rows = vec![vec![(0, w[0]), (1, w[1]), (2, w[2])], vec![(3, w[3]), (4, w[4])]];
+    let (a, ga) =
+        loss_and_grads(&m, micro_batch_loss_with(AttentionMode::Reference, &m, &cfg, &all, &rows, 24));
+    let (b, gb) =
+        loss_and_grads(&m, micro_batch_loss_with(AttentionMode::Segmented, &m, &cfg, &all, &rows, 24));
+    assert!((a - b).abs() <= 1e-5 * a.abs(), "{a} vs {b}");
+    assert_close(&gb, &ga, 1e-5, "gradients");
 }

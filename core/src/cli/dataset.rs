@@ -47,3 +47,29 @@ pub fn lengths(args: &LengthsArgs) -> anyhow::Result<()> {
     println!("wrote {} ({} sequences)", args.out.display(), items.len());
     Ok(())
 }
+
+#[derive(Args, Debug)]
+pub struct SynthCustomArgs {
+    #[arg(long, default_value_t = 400)]
+    pub examples: usize,
+    #[arg(long, default_value_t = 5)]
+    pub seed: u64,
+    /// Shortest document (tokens of the built-in tokenizer).
+    #[arg(long, default_value_t = 512)]
+    pub min_len: usize,
+    /// Longest document.
+    #[arg(long, default_value_t = 2048)]
+    pub max_len: usize,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// A sample-like dataset with other lengths (e.g. a heavier long tail for benchmarks).
+pub fn synth_custom(a: &SynthCustomArgs) -> anyhow::Result<()> {
+    let cfg =
+        synth::SynthConfig { examples: a.examples, seed: a.seed, min_len: a.min_len, max_len: a.max_len };
+    let ex = synth::generate(cfg);
+    crate::util::write_atomic(&a.out, synth::to_jsonl(&ex).as_bytes())?;
+    println!("wrote {} ({} examples)", a.out.display(), ex.len());
+    Ok(())
+}

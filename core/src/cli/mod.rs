@@ -52,6 +52,8 @@ pub enum Command {
 pub enum DataCommand {
     /// Regenerate the bundled sample dataset (passkey, key-value retrieval, short chats).
     Synth(dataset::SynthArgs),
+    /// Write a sample-like dataset with chosen document lengths (passkey, key-value, chats).
+    SynthCustom(dataset::SynthCustomArgs),
     /// Write a LongAlign-like lengths file (long documents 8k–64k + short chats) for `plan --lengths`.
     Lengths(dataset::LengthsArgs),
 }
@@ -150,6 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Plan(a)) => plan::run(&a),
         Some(Command::Data(DataCommand::Synth(a))) => dataset::synth(&a),
         Some(Command::Data(DataCommand::Lengths(a))) => dataset::lengths(&a),
+        Some(Command::Data(DataCommand::SynthCustom(a))) => dataset::synth_custom(&a),
         None => train::embedded_default(&train::DemoArgs {
             epochs: train::EMBEDDED_EPOCHS,
             steps: None,

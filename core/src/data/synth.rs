@@ -30,13 +30,15 @@ const WORDS: [&str; 24] = [
 pub struct SynthConfig {
     pub examples: usize,
     pub seed: u64,
-    /// Longest document in bytes (tokens for the byte-level tokenizer).
+    /// Shortest document in bytes (tokens for the byte-level tokenizer).
+    pub min_len: usize,
+    /// Longest document in bytes.
     pub max_len: usize,
 }
 
-/// A document length: long-tailed between 128 and `max_len` (log-uniform).
-fn doc_len(g: &mut SplitMix64, max_len: usize) -> usize {
-    let lo = 128f64;
+/// A document length: long-tailed between `min_len` and `max_len` (log-uniform).
+fn doc_len(g: &mut SplitMix64, min_len: usize, max_len: usize) -> usize {
+    let lo = min_len.max(64) as f64;
     let hi = (max_len as f64).max(lo * 1.01);
     (lo * (hi / lo).powf(g.unit_f64())) as usize
 }
@@ -45,9 +47,9 @@ fn pick<'a>(g: &mut SplitMix64, xs: &[&'a str]) -> &'a str {
     xs[g.below(xs.len() as u64) as usize]
 }
 
-fn passkey(g: &mut SplitMix64, max_len: usize) -> Example {
+fn passkey(g: &mut SplitMix64, min_len: usize, max_len: usize) -> Example {
     let key = 10_000 + g.below(90_000);
-    let target = doc_len(g, max_len);
+    let target = doc_len(g, min_len, max_len);
     let head =
         "There is an important pass key hidden inside a lot of irrelevant text. Find it and memorize it.\n";
     let needle = format!(" The pass key is {key}. Remember it. {key} is the pass key.");
@@ -75,8 +77,8 @@ fn hex(g: &mut SplitMix64, n: usize) -> String {
     (0..n).map(|_| char::from_digit(g.below(16) as u32, 16).unwrap()).collect()
 }
 
-fn kv(g: &mut SplitMix64, max_len: usize) -> Example {
-    let target = doc_len(g, max_len);
+fn kv(g: &mut SplitMix64, min_len: usize, max_len: usize) -> Example {
+    let target = doc_len(g, min_len, max_len);
     let head = "Below is a list of keys and their values. Answer with the value of the requested key.\n";
     // One entry "  abcdef: 0123456789\n" is 21 bytes.
     let n = ((target.saturating_sub(head.len() + 60)) / 21).max(2);
@@ -114,8 +116,8 @@ pub fn generate(cfg: SynthConfig) -> Vec<Example> {
     let mut g = SplitMix64::new(cfg.seed);
     (0..cfg.examples)
         .map(|_| match g.below(10) {
-            0..=3 => passkey(&mut g, cfg.max_len),
-            4..=6 => kv(&mut g, cfg.max_len),
+            0..=3 => passkey(&mut g, cfg.min_len, cfg.max_len),
+            4..=6 => kv(&mut g, cfg.min_len, cfg.max_len),
             _ => chat(&mut g),
         })
         .collect()
@@ -137,9 +139,9 @@ pub fn to_jsonl(examples: &[Example]) -> String {
 
 /// The bundled training split: 600 examples up to 1536 tokens, seed 1. Sized so the tiny preset
 /// trains a few epochs on it within minutes on two CPU cores.
-pub const TRAIN: SynthConfig = SynthConfig { examples: 600, seed: 1, max_len: 1536 };
+pub const TRAIN: SynthConfig = SynthConfig { examples: 600, seed: 1, min_len: 128, max_len: 1536 };
 /// The bundled evaluation split: 100 examples, seed 2 (disjoint keys with overwhelming probability).
-pub const EVAL: SynthConfig = SynthConfig { examples: 100, seed: 2, max_len: 1536 };
+pub const EVAL: SynthConfig = SynthConfig { examples: 100, seed: 2, min_len: 128, max_len: 1536 };
 
 /// The bundled training split, as shipped in `datasets/sample/train.jsonl` and embedded in the binary.
 pub const TRAIN_JSONL: &str = include_str!("../../../datasets/sample/train.jsonl");
@@ -158,7 +160,7 @@ mod tests {
 
     #[test]
     fn answers_are_in_the_documents() {
-        for ex in generate(SynthConfig { examples: 200, seed: 9, max_len: 2048 }) {
+        for ex in generate(SynthConfig { examples: 200, seed: 9, min_len: 128, max_len: 2048 }) {
             let (q, a) = (&ex.messages[0].content, &ex.messages[1].content);
             match ex.source.as_deref() {
                 Some("passkey") => {
