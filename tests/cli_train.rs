@@ -180,3 +180,20 @@ fn bench_train_reports_three_strategies() {
     // Packing wastes less: its occupancy beats naive padding.
     assert!(v["pack"]["occupancy"].as_f64().unwrap() > v["naive"]["occupancy"].as_f64().unwrap());
 }
+
+/// Activation checkpointing trades memory for recomputation; the numbers stay the same.
+#[test]
+fn activation_checkpointing_gives_the_same_losses() {
+    let d = tempfile::tempdir().unwrap();
+    small_data(d.path());
+    let mut a = TRAIN.to_vec();
+    a.extend(["3", "--steps", "3", "--out", "plain"]);
+    ok(d.path(), &a);
+    let mut b = TRAIN.to_vec();
+    b.extend(["3", "--steps", "3", "--out", "ckpt", "--activation-checkpointing"]);
+    ok(d.path(), &b);
+    for (x, y) in events(&d.path().join("plain")).iter().zip(events(&d.path().join("ckpt")).iter()) {
+        let (x, y) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "{x} vs {y}");
+    }
+}

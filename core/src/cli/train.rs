@@ -78,6 +78,9 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Recompute memory-bound activations in the backward pass instead of storing them.
+    #[arg(long)]
+    pub activation_checkpointing: bool,
     /// No progress bar or summary.
     #[arg(long)]
     pub quiet: bool,
@@ -122,6 +125,7 @@ impl TrainArgs {
             loss_chunk: 1024,
             init_seed: self.seed,
             backend: self.backend.clone(),
+            activation_checkpointing: self.activation_checkpointing,
         }
     }
 }
@@ -129,20 +133,27 @@ impl TrainArgs {
 /// Runs `f` with the autodiff backend and device named by `backend`.
 macro_rules! with_backend {
     ($backend:expr, |$b:ident, $device:ident| $body:expr) => {{
+        with_backend!(
+            $backend,
+            burn::backend::autodiff::checkpoint::strategy::NoCheckpointing,
+            |$b, $device| $body
+        )
+    }};
+    ($backend:expr, $ck:ty, |$b:ident, $device:ident| $body:expr) => {{
         match $backend {
             "cpu" => {
-                type $b = burn::backend::Autodiff<burn::backend::Flex>;
+                type $b = burn::backend::Autodiff<burn::backend::Flex, $ck>;
                 let $device = burn::tensor::Device::<$b>::default();
                 $body
             }
             "wgpu" => {
-                type $b = burn::backend::Autodiff<burn::backend::Wgpu>;
+                type $b = burn::backend::Autodiff<burn::backend::Wgpu, $ck>;
                 let $device = burn::tensor::Device::<$b>::default();
                 $body
             }
             #[cfg(feature = "cuda")]
             "cuda" => {
-                type $b = burn::backend::Autodiff<burn::backend::Cuda>;
+                type $b = burn::backend::Autodiff<burn::backend::Cuda, $ck>;
                 let $device = $crate::cli::train::cuda_device()?;
                 $body
             }
@@ -192,9 +203,18 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
         }
         None => (args.to_config(), args.out.clone().unwrap_or_else(default_out), false),
     };
-    let summary = with_backend!(cfg.backend.as_str(), |B, device| train::train::<B>(
-        &cfg, &out, resume, &device, args.quiet
-    )?);
+    let summary = if cfg.activation_checkpointing {
+        // Burn's balanced checkpointing: memory-bound activations are recomputed in the backward
+        // pass instead of kept (compute-bound ones, like matmuls, are still saved).
+        type Ck = burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
+        with_backend!(cfg.backend.as_str(), Ck, |B, device| train::train::<B>(
+            &cfg, &out, resume, &device, args.quiet
+        )?)
+    } else {
+        with_backend!(cfg.backend.as_str(), |B, device| train::train::<B>(
+            &cfg, &out, resume, &device, args.quiet
+        )?)
+    };
     if let Some(p) = &args.summary_json {
         crate::util::write_atomic(p, serde_json::to_string(&summary)?.as_bytes())?;
     }
@@ -348,6 +368,7 @@ pub fn embedded_default(demo: &DemoArgs) -> anyhow::Result<()> {
         out: Some(demo.out.clone().unwrap_or_else(default_out)),
         resume: None,
         checkpoint_every: None,
+        activation_checkpointing: false,
         quiet: false,
         summary_json: None,
     };

@@ -60,6 +60,9 @@ pub struct TrainConfig {
     /// Seed of the model initialisation (presets); the plan has its own in `plan.seed`.
     pub init_seed: u64,
     pub backend: String,
+    /// Burn's balanced activation checkpointing (recompute memory-bound activations).
+    #[serde(default)]
+    pub activation_checkpointing: bool,
 }
 
 impl TrainConfig {
@@ -85,6 +88,7 @@ impl TrainConfig {
             loss_chunk: 1024,
             init_seed: 0,
             backend: "cpu".into(),
+            activation_checkpointing: false,
         }
     }
 
