@@ -2,7 +2,7 @@
 //! short chats, in the LongAlign `messages` format.
 //!
 //! * `passkey` — the passkey test of Mohtashami & Jaggi (2023): a five-digit key hidden at a random
-//!   depth in repetitive filler; the answer is the key.
+//!   depth in repetitive filler; the answer is the key alone.
 //! * `kv` — key–value retrieval (as in "Lost in the Middle", Liu et al. 2023): a list of random
 //!   hex keys and values; the answer is the value of one key.
 //! * `chat` — short instructions (reverse, upper-case, repeat, count words) answered directly.
@@ -67,7 +67,8 @@ fn passkey(g: &mut SplitMix64, min_len: usize, max_len: usize) -> Example {
     Example {
         messages: vec![
             Message::new(Role::User, doc),
-            Message::new(Role::Assistant, format!("The pass key is {key}.")),
+            // The answer is the key alone: every answer token is retrieval, none a fixed phrase.
+            Message::new(Role::Assistant, key.to_string()),
         ],
         source: Some("passkey".into()),
     }
@@ -164,8 +165,7 @@ mod tests {
             let (q, a) = (&ex.messages[0].content, &ex.messages[1].content);
             match ex.source.as_deref() {
                 Some("passkey") => {
-                    let key = a.trim_start_matches("The pass key is ").trim_end_matches('.');
-                    assert!(q.contains(&format!("The pass key is {key}.")));
+                    assert!(q.contains(&format!("The pass key is {a}.")));
                 }
                 Some("kv") => {
                     let key = q.rsplit("key ").next().unwrap().trim_end_matches('?');
