@@ -42,10 +42,13 @@ fn wgpu_logits_match_cpu() {
     for mode in [AttentionMode::Reference, AttentionMode::Segmented] {
         let h = g.hidden_with(&cfg2, &rows, mode, &gpu);
         let got = g.head(h.reshape([10, cfg.hidden_size])).into_data().to_vec::<f32>().unwrap();
-        // Compare the 7 real tokens (padding outputs differ by design between modes).
+        // Compare the 7 real tokens (padding outputs differ by design between modes). Runs on
+        // lavapipe have matched within 1e-4 and, with other autotuned/fused kernel choices, differed
+        // by up to 5e-4 on logits of ~0.1: 2e-3 still catches a wrong mask or RoPE (errors of 1e-1)
+        // without flaking on kernel selection.
         for i in 0..7 * cfg.vocab_size {
             assert!(
-                (got[i] - want[i]).abs() <= 1e-4 * want[i].abs().max(1.0),
+                (got[i] - want[i]).abs() <= 2e-3 * want[i].abs().max(1.0),
                 "{mode:?} [{i}]: {} vs {}",
                 got[i],
                 want[i]
