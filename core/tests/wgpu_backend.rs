@@ -1,11 +1,18 @@
 //! The wgpu backend computes what the CPU backend computes. In CI this runs on Mesa's software
 //! Vulkan driver (lavapipe, installed by .ci/run): correct but slow, so the model is tiny.
 
-use burn::backend::{Flex, Wgpu};
+use burn::backend::Flex;
+use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
 use burn::tensor::backend::Backend;
 use longalign::model::llama::{Llama, PackedRows};
 use longalign::model::load::{load_hf, save_hf};
 use longalign::model::{AttentionMode, LlamaConfig};
+
+/// The unfused wgpu backend. With Burn's kernel fusion (the `Wgpu` alias), a fresh autotune on
+/// lavapipe has picked fused reduce/matmul kernels whose logits differ from the CPU by up to 4e-3
+/// (16% on a small logit), while other runs matched within 1e-4: an open item against the fused
+/// path, tracked in the README. The model code itself is checked here on the plain kernels.
+type Wgpu = CubeBackend<WgpuRuntime, f32, i32, u32>;
 
 fn cfg() -> LlamaConfig {
     LlamaConfig {
@@ -42,13 +49,10 @@ fn wgpu_logits_match_cpu() {
     for mode in [AttentionMode::Reference, AttentionMode::Segmented] {
         let h = g.hidden_with(&cfg2, &rows, mode, &gpu);
         let got = g.head(h.reshape([10, cfg.hidden_size])).into_data().to_vec::<f32>().unwrap();
-        // Compare the 7 real tokens (padding outputs differ by design between modes). Runs on
-        // lavapipe have matched within 1e-4 and, with other autotuned/fused kernel choices, differed
-        // by up to 5e-4 on logits of ~0.1: 2e-3 still catches a wrong mask or RoPE (errors of 1e-1)
-        // without flaking on kernel selection.
+        // Compare the 7 real tokens (padding outputs differ by design between modes).
         for i in 0..7 * cfg.vocab_size {
             assert!(
-                (got[i] - want[i]).abs() <= 2e-3 * want[i].abs().max(1.0),
+                (got[i] - want[i]).abs() <= 1e-4 * want[i].abs().max(1.0),
                 "{mode:?} [{i}]: {} vs {}",
                 got[i],
                 want[i]
