@@ -119,14 +119,19 @@ pub fn peak_rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// The tokenizer a run uses.
-pub fn run_tokenizer(cfg: &TrainConfig) -> anyhow::Result<ModelTokenizer> {
-    let dir = match (&cfg.tokenizer, cfg.is_preset()) {
+/// The tokenizer directory of a run: `--tokenizer`, else the model directory; `None` = built-in
+/// (presets).
+fn tokenizer_dir(cfg: &TrainConfig) -> Option<PathBuf> {
+    match (&cfg.tokenizer, cfg.is_preset()) {
         (Some(t), _) => Some(t.clone()),
         (None, true) => None,
         (None, false) => Some(PathBuf::from(&cfg.model)),
-    };
-    Ok(ModelTokenizer::load(dir.as_deref(), cfg.chat_template.as_deref())?)
+    }
+}
+
+/// The tokenizer a run uses.
+pub fn run_tokenizer(cfg: &TrainConfig) -> anyhow::Result<ModelTokenizer> {
+    Ok(ModelTokenizer::load(tokenizer_dir(cfg).as_deref(), cfg.chat_template.as_deref())?)
 }
 
 /// The run's training data, tokenized.
@@ -326,12 +331,7 @@ pub fn export<B: burn::tensor::backend::Backend>(
     dir: &Path,
 ) -> anyhow::Result<()> {
     let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
-    let tok_dir = match (&cfg.tokenizer, cfg.is_preset()) {
-        (Some(t), _) => Some(t.clone()),
-        (None, true) => None,
-        (None, false) => Some(PathBuf::from(&cfg.model)),
-    };
-    match tok_dir {
+    match tokenizer_dir(cfg) {
         None => {
             files.push(("tokenizer.json", builtin::tokenizer_json().into_bytes()));
             files.push(("tokenizer_config.json", builtin::tokenizer_config_json().into_bytes()));
