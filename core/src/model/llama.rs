@@ -201,14 +201,18 @@ impl<B: Backend> AttnContext<B> {
                     .collect();
                 let mut masks = std::collections::HashMap::new();
                 for &(_, n) in segments.iter().flatten() {
-                    masks.entry(n).or_insert_with(|| {
-                        let one = PackedRows {
-                            tokens: vec![0; n],
-                            cu_seqlens: vec![vec![0, n as u32]],
-                            rows: 1,
-                            row_len: n,
-                        };
-                        Tensor::from_data(TensorData::new(one.mask(window), [1, 1, n, n]), device)
+                    masks.entry(n).or_insert_with(|| match window {
+                        // Plain causal: built on the device, not as n² host booleans (4 GB at 64k).
+                        None => Tensor::<B, 2, Bool>::tril_mask([n, n], 0, device).reshape([1, 1, n, n]),
+                        Some(_) => {
+                            let one = PackedRows {
+                                tokens: vec![0; n],
+                                cu_seqlens: vec![vec![0, n as u32]],
+                                rows: 1,
+                                row_len: n,
+                            };
+                            Tensor::from_data(TensorData::new(one.mask(window), [1, 1, n, n]), device)
+                        }
                     });
                 }
                 Self::Segmented { segments, row_len: l, masks }
