@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod cli;
 pub mod data;
+pub mod infer;
 pub mod model;
 pub mod train;
 pub mod util;

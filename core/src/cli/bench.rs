@@ -21,9 +21,13 @@ pub struct BenchTrainArgs {
     /// `tiny` or a Hugging Face model directory.
     #[arg(long, default_value = "tiny")]
     pub model: String,
-    /// Data (default: the embedded sample).
+    /// Data (default: a generated long-tailed mix, see `--examples`).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Without `--data`: examples in the generated mix (30% short chats, 70% passkey/key-value
+    /// documents with log-uniform lengths from 128 tokens up to `--max-tokens`, seed 1).
+    #[arg(long, default_value_t = 600)]
+    pub examples: usize,
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
@@ -56,6 +60,23 @@ fn train(a: &BenchTrainArgs) -> anyhow::Result<()> {
     let root = a.out.clone().unwrap_or_else(|| tmp.clone());
     let exe = std::env::current_exe().context("locating core-cli")?;
     let mut results = serde_json::Map::new();
+    // The default data is a long tail up to the row capacity, like LongAlign's mix of long
+    // documents and short chats: the shape where batching strategy matters.
+    let data = match &a.data {
+        Some(d) => d.clone(),
+        None => {
+            let p = root.join("bench-data.jsonl");
+            let cfg = crate::data::synth::SynthConfig {
+                examples: a.examples,
+                seed: 1,
+                min_len: 128,
+                max_len: a.max_tokens as usize,
+            };
+            std::fs::create_dir_all(&root)?;
+            std::fs::write(&p, crate::data::synth::to_jsonl(&crate::data::synth::generate(cfg)))?;
+            p
+        }
+    };
     for (name, strategy, loss) in
         [("naive", "naive", "sequence"), ("sorted", "sorted", "sequence"), ("pack", "pack", "sequence")]
     {
@@ -79,9 +100,7 @@ fn train(a: &BenchTrainArgs) -> anyhow::Result<()> {
         if strategy != "pack" {
             cmd.args(["--batch-size", &a.batch_size.to_string()]);
         }
-        if let Some(d) = &a.data {
-            cmd.arg("--data").arg(d);
-        }
+        cmd.arg("--data").arg(&data);
         if let Some(t) = &a.tokenizer {
             cmd.arg("--tokenizer").arg(t);
         }
@@ -143,8 +162,13 @@ fn train(a: &BenchTrainArgs) -> anyhow::Result<()> {
                 / results["naive"]["useful_tok_per_s"].as_f64().unwrap_or(1.0)
         )
     });
+    let data_label = match &a.data {
+        Some(d) => d.display().to_string(),
+        None => format!("generated long-tailed mix, {} examples, 128–{} tokens", a.examples, a.max_tokens),
+    };
     println!(
-        "one epoch each, model {}, backend {}, same data; tok/s = tokens / training-loop wall time\n",
+        "one epoch each, model {}, backend {}, data: {data_label}; \
+         tok/s = tokens / training-loop wall time\n",
         a.model, a.backend
     );
     print!("{}", t.render());

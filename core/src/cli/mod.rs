@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod dataset;
+pub mod generate;
 pub mod plan;
 pub mod stats;
 pub mod table;
@@ -34,6 +35,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Per-example mean cross entropy over target tokens, as JSON lines.
     Score(train::ScoreArgs),
+    /// Answer one prompt with a local model (KV cache; greedy or sampled), streaming the text.
+    Generate(generate::GenerateArgs),
     /// Export a run's last checkpoint as a Hugging Face model directory.
     Export(train::ExportArgs),
     /// Counts, token-length histogram, target share, per format and source.
@@ -153,6 +156,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Data(DataCommand::Synth(a))) => dataset::synth(&a),
         Some(Command::Data(DataCommand::Lengths(a))) => dataset::lengths(&a),
         Some(Command::Data(DataCommand::SynthCustom(a))) => dataset::synth_custom(&a),
+        Some(Command::Generate(a)) => generate::run(&a),
         None => train::embedded_default(&train::DemoArgs {
             epochs: train::EMBEDDED_EPOCHS,
             steps: None,

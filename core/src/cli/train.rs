@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::Args;
 
@@ -15,7 +15,8 @@ use crate::train::{self, TrainConfig, teacher_forced};
 
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// `tiny` (the embedded preset) or a Hugging Face model directory.
+    /// A preset (`tiny` = the embedded default; `small`, `medium` = wider, random-init shapes for
+    /// benchmarks) or a Hugging Face model directory.
     #[arg(long, default_value = "tiny")]
     pub model: String,
     /// Training data (.jsonl/.json); the embedded sample when absent.
@@ -91,7 +92,7 @@ pub struct TrainArgs {
 
 impl TrainArgs {
     pub fn to_config(&self) -> TrainConfig {
-        let preset = self.model == "tiny";
+        let preset = crate::model::LlamaConfig::preset(&self.model).is_some();
         let strategy = self.strategy;
         TrainConfig {
             model: self.model.clone(),
@@ -131,9 +132,10 @@ impl TrainArgs {
 }
 
 /// Runs `f` with the autodiff backend and device named by `backend`.
+#[macro_export]
 macro_rules! with_backend {
     ($backend:expr, |$b:ident, $device:ident| $body:expr) => {{
-        with_backend!(
+        $crate::with_backend!(
             $backend,
             burn::backend::autodiff::checkpoint::strategy::NoCheckpointing,
             |$b, $device| $body
@@ -158,10 +160,10 @@ macro_rules! with_backend {
                 $body
             }
             #[cfg(not(feature = "cuda"))]
-            "cuda" => bail!(
+            "cuda" => anyhow::bail!(
                 "this core-cli was built without CUDA: rebuild with `cargo build --release --features cuda`"
             ),
-            other => bail!("unknown backend {other:?} (expected cpu, wgpu or cuda)"),
+            other => anyhow::bail!("unknown backend {other:?} (expected cpu, wgpu or cuda)"),
         }
     }};
 }
@@ -176,7 +178,7 @@ pub fn cuda_device() -> anyhow::Result<burn::backend::cuda::CudaDevice> {
     });
     match probe {
         Ok(_) => Ok(device),
-        Err(_) => bail!(
+        Err(_) => anyhow::bail!(
             "no usable CUDA device: the NVIDIA driver or NVRTC could not be loaded, or no GPU is present"
         ),
     }

@@ -286,6 +286,31 @@ impl LlamaConfig {
         }
     }
 
+    /// Built-in shapes over the byte tokenizer, for the embedded default (`tiny`) and for
+    /// throughput benchmarks at realistic widths (`small` ≈ 21M, `medium` ≈ 170M parameters;
+    /// randomly initialised, so only their speed and memory mean anything).
+    pub const PRESETS: [&'static str; 3] = ["tiny", "small", "medium"];
+
+    /// The preset called `name`, if it is one.
+    pub fn preset(name: &str) -> Option<Self> {
+        let (d, f, layers, heads, kv) = match name {
+            "tiny" => return Some(Self::tiny()),
+            "small" => (512, 1408, 8, 8, 4),
+            "medium" => (1024, 2816, 16, 16, 8),
+            _ => return None,
+        };
+        Some(Self {
+            hidden_size: d,
+            intermediate_size: f,
+            num_hidden_layers: layers,
+            num_attention_heads: heads,
+            num_key_value_heads: kv,
+            head_dim: d / heads,
+            max_position_embeddings: 65536,
+            ..Self::tiny()
+        })
+    }
+
     /// Parameters of the model (embedding counted once when tied).
     pub fn num_parameters(&self) -> usize {
         let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);

@@ -118,7 +118,12 @@ pub struct Rotary<B: Backend> {
 
 impl<B: Backend> Rotary<B> {
     pub fn new(cfg: &LlamaConfig, rows: &PackedRows, device: &B::Device) -> Self {
-        let positions = rows.positions();
+        Self::at(cfg, &rows.positions(), [rows.rows, rows.row_len], device)
+    }
+
+    /// Tables at explicit positions, laid out as `[batch, seq]` (generation: the new tokens of a
+    /// cached sequence start at the cache length, not at 0).
+    pub fn at(cfg: &LlamaConfig, positions: &[u32], [batch, seq]: [usize; 2], device: &B::Device) -> Self {
         let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
         let (inv, scale) = rope::inv_freq(cfg, max_pos);
         let (cos_t, sin_t) = rope::tables(&inv, scale, max_pos + 1);
@@ -129,7 +134,7 @@ impl<B: Backend> Rotary<B> {
                 .flat_map(|&p| t[p as usize * hd..(p as usize + 1) * hd].iter().copied())
                 .collect()
         };
-        let shape = [rows.rows, 1, rows.row_len, hd];
+        let shape = [batch, 1, seq, hd];
         Self {
             cos: Tensor::from_data(TensorData::new(gather(&cos_t), shape), device),
             sin: Tensor::from_data(TensorData::new(gather(&sin_t), shape), device),
@@ -237,6 +242,65 @@ fn attend<B: Backend>(
     softmax(scores, 3).matmul(v)
 }
 
+/// Keys and values of the tokens a sequence has seen so far, for one layer: preallocated to the
+/// sequence's final length so each decoding step writes its slice instead of copying the cache.
+#[derive(Debug, Clone)]
+pub struct LayerCache<B: Backend> {
+    /// `[1, kv_heads, capacity, head_dim]`, after rotary, before the GQA repeat.
+    pub k: Tensor<B, 4>,
+    pub v: Tensor<B, 4>,
+}
+
+/// The whole model's cache and how many positions it holds.
+#[derive(Debug, Clone)]
+pub struct KvCache<B: Backend> {
+    pub layers: Vec<LayerCache<B>>,
+    pub len: usize,
+    pub capacity: usize,
+}
+
+impl<B: Backend> KvCache<B> {
+    pub fn new(cfg: &LlamaConfig, capacity: usize, device: &B::Device) -> Self {
+        let shape = [1, cfg.num_key_value_heads, capacity, cfg.head_dim];
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| LayerCache { k: Tensor::zeros(shape, device), v: Tensor::zeros(shape, device) })
+            .collect();
+        Self { layers, len: 0, capacity }
+    }
+}
+
+/// Which cached keys `n` new queries at positions `start..start+n` may see, `true` = masked:
+/// causal, and within the sliding window if any. `None` when nothing is masked (one query, no
+/// window), so decoding builds no mask at all.
+///
+/// # Shapes
+/// - output: `[1, 1, n, start + n]`
+fn cached_mask<B: Backend>(
+    start: usize,
+    n: usize,
+    window: Option<usize>,
+    device: &B::Device,
+) -> Option<Tensor<B, 4, Bool>> {
+    let t = start + n;
+    match window {
+        None if n == 1 => None,
+        // Prefill: plain causal, built on the device.
+        None if start == 0 => Some(Tensor::<B, 2, Bool>::tril_mask([n, n], 0, device).reshape([1, 1, n, n])),
+        _ => {
+            let mut m = vec![true; n * t];
+            for i in 0..n {
+                let q = start + i;
+                for k in 0..=q {
+                    if window.is_none_or(|w| q - k < w) {
+                        m[i * t + k] = false;
+                    }
+                }
+            }
+            Some(Tensor::from_data(TensorData::new(m, [1, 1, n, t]), device))
+        }
+    }
+}
+
 /// Grouped-query self-attention.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
@@ -295,6 +359,49 @@ impl<B: Backend> Attention<B> {
     }
 }
 
+impl<B: Backend> Attention<B> {
+    /// Attention of `n` new tokens of one sequence over its cache plus themselves; appends their
+    /// keys and values to the cache. Same maths as [`Self::forward`] on the whole sequence.
+    ///
+    /// # Shapes
+    /// - x: `[1, n, hidden]` → `[1, n, hidden]`
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        rotary: &Rotary<B>,
+        cache: &mut LayerCache<B>,
+        start: usize,
+        mask: Option<&Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        let [_, n, _] = x.dims();
+        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x.clone()).reshape([1, n, h, hd]).swap_dims(1, 2); // [1, h, n, hd]
+        let k = self.k_proj.forward(x.clone()).reshape([1, n, kv, hd]).swap_dims(1, 2); // [1, kv, n, hd]
+        let v = self.v_proj.forward(x).reshape([1, n, kv, hd]).swap_dims(1, 2);
+        let (q, k) = (rotary.apply(q), rotary.apply(k));
+        let t = start + n;
+        let range = [0..1, 0..kv, start..t, 0..hd];
+        cache.k = cache.k.clone().slice_assign(range.clone(), k);
+        cache.v = cache.v.clone().slice_assign(range, v);
+        let repeat = |c: &Tensor<B, 4>| -> Tensor<B, 4> {
+            let c = c.clone().narrow(2, 0, t); // [1, kv, t, hd]
+            if h == kv {
+                c
+            } else {
+                c.reshape([1, kv, 1, t, hd]).repeat_dim(2, h / kv).reshape([1, h, t, hd])
+            }
+        };
+        let (k, v) = (repeat(&cache.k), repeat(&cache.v));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [1, h, n, t]
+        let scores = match mask {
+            Some(m) => scores.mask_fill(m.clone().expand([1, h, n, t]), f32::NEG_INFINITY),
+            None => scores,
+        };
+        let out = softmax(scores, 3).matmul(v); // [1, h, n, hd]
+        self.o_proj.forward(out.swap_dims(1, 2).reshape([1, n, h * hd]))
+    }
+}
+
 /// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
@@ -321,6 +428,27 @@ pub struct Block<B: Backend> {
 impl<B: Backend> Block<B> {
     pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, ctx: &AttnContext<B>) -> Tensor<B, 3> {
         let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rotary, ctx);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+impl<B: Backend> Block<B> {
+    pub fn forward_cached(
+        &self,
+        x: Tensor<B, 3>,
+        rotary: &Rotary<B>,
+        cache: &mut LayerCache<B>,
+        start: usize,
+        mask: Option<&Tensor<B, 4, Bool>>,
+    ) -> Tensor<B, 3> {
+        let a = self.self_attn.forward_cached(
+            self.input_layernorm.forward(x.clone()),
+            rotary,
+            cache,
+            start,
+            mask,
+        );
+        let h = x + a;
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
     }
 }
@@ -424,6 +552,34 @@ impl<B: Backend> Llama<B> {
             Some(h) => h.forward(hidden),
             None => hidden.matmul(self.embed_tokens.weight.val().transpose()),
         }
+    }
+
+    /// Feeds `tokens` (the next tokens of one sequence) through the model with `cache`, which grows
+    /// by their length, and returns the logits of the last one.
+    ///
+    /// # Shapes
+    /// - output: `[vocab]`
+    pub fn forward_cached(
+        &self,
+        cfg: &LlamaConfig,
+        tokens: &[u32],
+        cache: &mut KvCache<B>,
+        device: &B::Device,
+    ) -> Tensor<B, 1> {
+        let (start, n) = (cache.len, tokens.len());
+        assert!(n > 0 && start + n <= cache.capacity, "cache of {} holds {start} + {n}", cache.capacity);
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let x = Tensor::<B, 2, Int>::from_data(TensorData::new(ids, [1, n]), device);
+        let positions: Vec<u32> = (start as u32..(start + n) as u32).collect();
+        let rotary = Rotary::at(cfg, &positions, [1, n], device);
+        let mask = cached_mask::<B>(start, n, self.sliding_window, device);
+        let mut x = self.embed_tokens.forward(x); // [1, n, d]
+        for (layer, c) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward_cached(x, &rotary, c, start, mask.as_ref());
+        }
+        cache.len += n;
+        let last = self.norm.forward(x.narrow(1, n - 1, 1)).reshape([1, cfg.hidden_size]);
+        self.head(last).reshape([cfg.vocab_size])
     }
 
     /// Logits of packed rows: `[rows, row_len, vocab]`. Materialises the whole vocab projection;

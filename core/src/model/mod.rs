@@ -2,10 +2,11 @@
 //! and Hugging Face load/export.
 
 pub mod config;
+pub mod generate;
 pub mod llama;
 pub mod load;
 pub mod loss;
 pub mod rope;
 
 pub use config::{Architecture, LlamaConfig, RopeScaling};
-pub use llama::{AttentionMode, Llama, PackedRows};
+pub use llama::{AttentionMode, KvCache, Llama, PackedRows};

@@ -93,7 +93,7 @@ impl TrainConfig {
     }
 
     pub fn is_preset(&self) -> bool {
-        self.model == "tiny"
+        LlamaConfig::preset(&self.model).is_some()
     }
 }
 
@@ -152,7 +152,7 @@ pub fn run_model<B: AutodiffBackend>(
 ) -> anyhow::Result<(LlamaConfig, Llama<B>)> {
     if cfg.is_preset() {
         B::seed(device, cfg.init_seed);
-        let mc = LlamaConfig::tiny();
+        let mc = LlamaConfig::preset(&cfg.model).expect("is_preset");
         Ok((mc.clone(), Llama::init(&mc, device)))
     } else {
         Ok(load_hf(Path::new(&cfg.model), device)?)
