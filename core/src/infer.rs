@@ -137,6 +137,20 @@ impl<B: Backend> ChatModel<B> {
         }
     }
 
+    /// LongBench-Chat's truncation of a raw prompt: over `max` tokens (counted without special
+    /// tokens), keep the decoded first and last `max / 2` tokens, concatenated.
+    pub fn middle_truncated(&self, text: &str, max: usize) -> anyhow::Result<String> {
+        let enc = self.tok.tokenizer.encode(text, false).map_err(|e| anyhow::anyhow!("tokenizer: {e}"))?;
+        let ids = enc.get_ids();
+        if ids.len() <= max {
+            return Ok(text.to_string());
+        }
+        let half = max / 2;
+        let dec =
+            |x: &[u32]| self.tok.tokenizer.decode(x, true).map_err(|e| anyhow::anyhow!("tokenizer: {e}"));
+        Ok(dec(&ids[..half])? + &dec(&ids[ids.len() - half..])?)
+    }
+
     /// Answers a conversation. `on_text` receives the answer as it grows (deltas of complete
     /// characters) and may return `false` to stop early.
     pub fn chat(

@@ -4,7 +4,9 @@
 pub mod batch;
 pub mod cli;
 pub mod data;
+pub mod eval;
 pub mod infer;
+pub mod llm;
 pub mod model;
 pub mod train;
 pub mod util;

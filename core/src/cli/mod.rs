@@ -2,8 +2,10 @@
 
 pub mod bench;
 pub mod dataset;
+pub mod eval;
 pub mod generate;
 pub mod plan;
+pub mod serve;
 pub mod stats;
 pub mod table;
 pub mod train;
@@ -37,6 +39,11 @@ pub enum Command {
     Score(train::ScoreArgs),
     /// Answer one prompt with a local model (KV cache; greedy or sampled), streaming the text.
     Generate(generate::GenerateArgs),
+    /// Evaluations (LongBench-Chat with an LLM judge).
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Serve a local model over the OpenAI chat-completions API (JSON and streaming).
+    Serve(serve::ServeArgs),
     /// Export a run's last checkpoint as a Hugging Face model directory.
     Export(train::ExportArgs),
     /// Counts, token-length histogram, target share, per format and source.
@@ -157,6 +164,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Data(DataCommand::Lengths(a))) => dataset::lengths(&a),
         Some(Command::Data(DataCommand::SynthCustom(a))) => dataset::synth_custom(&a),
         Some(Command::Generate(a)) => generate::run(&a),
+        Some(Command::Serve(a)) => serve::run(&a),
+        Some(Command::Eval(c)) => eval::run(&c),
         None => train::embedded_default(&train::DemoArgs {
             epochs: train::EMBEDDED_EPOCHS,
             steps: None,

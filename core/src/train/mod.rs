@@ -252,6 +252,10 @@ pub fn train<B: AutodiffBackend>(
         // workers would each take `plan.for_device(rank)` and all-reduce (sum) the gradients.
         for mb in &step.micro_batches {
             let input = batch::build(mb, &ds.tokens, pad_id);
+            // Nothing to learn (every answer truncated away): its gradient is zero, skip it.
+            if input.weights.iter().all(|&w| w == 0.0) {
+                continue;
+            }
             let hidden = model.hidden(&mcfg, &input.rows, device);
             let l = weighted_cross_entropy(&model, hidden, &input.labels, &input.weights, cfg.loss_chunk);
             loss += l.clone().into_scalar().to_f64();

@@ -1,0 +1,5 @@
+//! Evaluations: LongBench-Chat with an LLM judge (and a labelled overlap fallback), and
+//! needle-in-a-haystack.
+
+pub mod longbench_chat;
+pub mod overlap;
