@@ -325,3 +325,118 @@ fn eval_without_a_judge_reports_labelled_overlap_scores() {
     assert_eq!(v["answered"], 2);
     assert!(v["mean_rouge_l"].as_f64().unwrap() >= 0.0);
 }
+
+/// Opt-in (reads the official files beside the checkout, `../shared/data/longbench-chat`, and
+/// needs python3): for all 50 questions, our filled judge prompt is byte-identical to the official
+/// script's `template.format(question, answer, *few_shot_ans_scores, prediction)`.
+#[test]
+#[ignore = "reads ../shared/data/longbench-chat and runs python3"]
+fn official_judge_prompt_is_byte_identical() {
+    use longalign::eval::longbench_chat::{JudgeTemplate, read_few_shots};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/longbench-chat");
+    let template = JudgeTemplate::read(&dir.join("prompt_fs.txt")).unwrap();
+    let shots = read_few_shots(&dir.join("few_shots.json")).unwrap();
+    assert_eq!(shots.len(), 50);
+    let question = |i: usize| format!("Question {i}: what does the {{report}} say? 问题");
+    let answer = |i: usize| format!("Reference {i}\nwith two lines");
+    let prediction = |i: usize| format!("Prediction {i} [[not a rating]]");
+    let ours: Vec<String> =
+        (1..=50).map(|i| template.fill(&question(i), &answer(i), &shots[i - 1], &prediction(i))).collect();
+    let script = r#"
+import json, sys
+d = sys.argv[1]
+template = open(d + "/prompt_fs.txt", encoding="utf-8").read()
+few_shots = json.load(open(d + "/few_shots.json", encoding="utf-8"))
+out = []
+for idx in range(1, 51):
+    few_shot_answers = [x['answer'] for x in few_shots[idx - 1]]
+    few_shot_scores = [x['score'] for x in few_shots[idx - 1]]
+    few_shot_ans_scores = []
+    for k in range(len(few_shot_answers)):
+        few_shot_ans_scores.append(few_shot_answers[k])
+        few_shot_ans_scores.append(few_shot_scores[k])
+    q = "Question %d: what does the {report} say? 问题" % idx
+    a = "Reference %d\nwith two lines" % idx
+    p = "Prediction %d [[not a rating]]" % idx
+    out.append(template.format(q, a, *few_shot_ans_scores, p))
+sys.stdout.write(json.dumps(out))
+"#;
+    let out = Command::new("python3").arg("-c").arg(script).arg(&dir).output().expect("python3 runs");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let theirs: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(ours.len(), theirs.len());
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(a, b, "question {}", i + 1);
+    }
+}
+
+/// `data fetch longbench-chat` against a local mirror: checksums are enforced (a wrong file is not
+/// kept), verified files are not downloaded twice, and `--offline` never touches the network.
+#[test]
+fn data_fetch_verifies_caches_and_respects_offline() {
+    let d = tempfile::tempdir().unwrap();
+    let files: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "test_cases.json",
+            b"[{\"idx\": 1, \"prompt\": \"p\", \"query\": \"q\", \"answer\": \"a\"}]".to_vec(),
+        ),
+        ("few_shots.json", b"[[{\"answer\": \"x\", \"score\": 1}]]".to_vec()),
+        ("prompt_fs.txt", b"{}{}{}{}{}{}{}{}{}".to_vec()),
+    ];
+    let hits = Arc::new(Mutex::new(0usize));
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (served, counter) = (files.clone(), hits.clone());
+    let app = axum::Router::new().route(
+        "/mirror/{name}",
+        axum::routing::get(move |axum::extract::Path(name): axum::extract::Path<String>| {
+            let (served, counter) = (served.clone(), counter.clone());
+            async move {
+                *counter.lock().unwrap() += 1;
+                match served.iter().find(|(n, _)| *n == name) {
+                    Some((_, b)) => b.clone().into_response(),
+                    None => StatusCode::NOT_FOUND.into_response(),
+                }
+            }
+        }),
+    );
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let base = format!("http://{}/mirror", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let fetch = |extra: &[String]| {
+        let mut args: Vec<String> =
+            ["data", "fetch", "longbench-chat", "--dir", "cache", "--base-url", &base]
+                .map(String::from)
+                .to_vec();
+        args.extend_from_slice(extra);
+        common::core_cli(d.path(), &args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    // The pinned (official) checksums do not match the mirror's stand-in files.
+    let out = fetch(&[]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("checksum mismatch"));
+    assert!(!d.path().join("cache/test_cases.json").exists(), "a file that fails its checksum is not kept");
+
+    let sums: Vec<String> = files
+        .iter()
+        .flat_map(|(n, b)| {
+            ["--checksum".to_string(), format!("{n}={}", longalign::eval::fetch::git_blob_sha1(b))]
+        })
+        .collect();
+    let offline: Vec<String> = sums.iter().cloned().chain(["--offline".to_string()]).collect();
+    let out = fetch(&offline);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--offline"));
+    let before = *hits.lock().unwrap();
+    let out = fetch(&sums);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("downloaded, verified").count(), 3);
+    assert_eq!(*hits.lock().unwrap(), before + 3);
+    for (n, b) in &files {
+        assert_eq!(&std::fs::read(d.path().join("cache").join(n)).unwrap(), b);
+    }
+    // Cached and verified: no request, also offline.
+    let out = fetch(&offline);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("cached, verified").count(), 3);
+    assert_eq!(*hits.lock().unwrap(), before + 3);
+}

@@ -66,7 +66,7 @@ def target_mask(tok, messages):
 def main(out, tok_dir, data_path):
     torch.manual_seed(0)
     examples = [json.loads(l) for l in open(data_path) if l.strip()]
-    logits, scores = {}, {}
+    logits, scores, greedy = {}, {}, {}
     for name, model in models():
         d = os.path.join(out, name)
         model.eval()
@@ -85,7 +85,13 @@ def main(out, tok_dir, data_path):
                 loss = torch.nn.functional.cross_entropy(lg[pos], lab).item()
                 per.append({"index": i, "loss": loss, "target_tokens": len(pos)})
             scores[name] = per
-    json.dump({"sequences": SEQUENCES, "logits": logits}, open(os.path.join(out, "logits.json"), "w"))
+            # Greedy continuations (no EOS stop: every model generates all 16 tokens).
+            model.generation_config.eos_token_id = None
+            greedy[name] = [
+                model.generate(torch.tensor([s]), max_new_tokens=16, do_sample=False)[0][len(s):].tolist()
+                for s in SEQUENCES
+            ]
+    json.dump({"sequences": SEQUENCES, "logits": logits, "greedy": greedy}, open(os.path.join(out, "logits.json"), "w"))
     json.dump(scores, open(os.path.join(out, "scores.json"), "w"))
 
 

@@ -73,3 +73,43 @@ pub fn synth_custom(a: &SynthCustomArgs) -> anyhow::Result<()> {
     println!("wrote {} ({} examples)", a.out.display(), ex.len());
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub struct FetchArgs {
+    /// What to fetch: `longbench-chat` (test_cases.json, few_shots.json, prompt_fs.txt).
+    pub what: String,
+    /// Cache folder (default: $LONGALIGN_CACHE or ~/.cache/longalign, then longbench-chat/).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Download from this base URL instead (a mirror).
+    #[arg(long, default_value = crate::eval::fetch::BASE_URL)]
+    pub base_url: String,
+    /// Expect this git blob SHA-1 for a file instead of the pinned one: NAME=SHA1 (repeatable).
+    #[arg(long, value_parser = parse_checksum)]
+    pub checksum: Vec<(String, String)>,
+    /// Never download: fail unless every file is already cached and verified.
+    #[arg(long)]
+    pub offline: bool,
+}
+
+fn parse_checksum(s: &str) -> Result<(String, String), String> {
+    let (n, h) = s.split_once('=').ok_or("expected NAME=SHA1")?;
+    if h.len() != 40 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{h:?} is not a 40-digit hex SHA-1"));
+    }
+    Ok((n.to_string(), h.to_ascii_lowercase()))
+}
+
+pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
+    if a.what != "longbench-chat" {
+        anyhow::bail!("unknown dataset {:?} (expected longbench-chat)", a.what);
+    }
+    let dir = a.dir.clone().unwrap_or_else(crate::eval::fetch::default_dir);
+    for f in crate::eval::fetch::fetch(&dir, &a.base_url, &a.checksum, a.offline)? {
+        match f {
+            crate::eval::fetch::Fetched::Cached(p) => println!("cached, verified: {}", p.display()),
+            crate::eval::fetch::Fetched::Downloaded(p) => println!("downloaded, verified: {}", p.display()),
+        }
+    }
+    Ok(())
+}

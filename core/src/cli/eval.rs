@@ -27,10 +27,10 @@ pub struct LongBenchChatArgs {
     /// test_cases.json (fields idx, prompt, query, answer).
     #[arg(long)]
     pub data: PathBuf,
-    /// few_shots.json (three human-scored answers per question).
+    /// few_shots.json (three human-scored answers per question; default: the fetched cache).
     #[arg(long)]
     pub few_shots: Option<PathBuf>,
-    /// prompt_fs.txt (the official judge template, nine {} slots).
+    /// prompt_fs.txt (the official judge template, nine {} slots; default: the fetched cache).
     #[arg(long)]
     pub judge_prompt: Option<PathBuf>,
     /// Answer with this local model directory …
@@ -113,9 +113,19 @@ fn longbench_chat(a: &LongBenchChatArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let judge = match (&a.judge_url, &a.judge_model) {
         (Some(url), Some(model)) => {
-            let (Some(fs), Some(tp)) = (&a.few_shots, &a.judge_prompt) else {
-                bail!("a judge needs --few-shots few_shots.json and --judge-prompt prompt_fs.txt");
-            };
+            // Default: the files `core-cli data fetch longbench-chat` cached.
+            let cached = crate::eval::fetch::default_dir();
+            let fs = a.few_shots.clone().unwrap_or_else(|| cached.join("few_shots.json"));
+            let tp = a.judge_prompt.clone().unwrap_or_else(|| cached.join("prompt_fs.txt"));
+            for p in [&fs, &tp] {
+                if !p.exists() {
+                    bail!(
+                        "{} not found: pass --few-shots and --judge-prompt, or run `core-cli data fetch longbench-chat`",
+                        p.display()
+                    );
+                }
+            }
+            let (fs, tp) = (&fs, &tp);
             let shots = read_few_shots(fs)?;
             for c in &cases {
                 if c.idx as usize > shots.len() {

@@ -1,5 +1,6 @@
 //! Evaluations: LongBench-Chat with an LLM judge (and a labelled overlap fallback), and
 //! needle-in-a-haystack.
 
+pub mod fetch;
 pub mod longbench_chat;
 pub mod overlap;
