@@ -440,3 +440,50 @@ fn data_fetch_verifies_caches_and_respects_offline() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).matches("cached, verified").count(), 3);
     assert_eq!(*hits.lock().unwrap(), before + 3);
 }
+
+/// `eval needle` through our own server: a grid of lengths × depths, scored, cached (a rerun with
+/// the server gone still reports), with PNG and SVG heatmaps.
+#[test]
+fn needle_eval_fills_its_grid_draws_a_heatmap_and_resumes() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_model(d.path());
+    let (child, url) = serve(d.path(), &["--max-new-tokens", "8"]);
+    let server = Killed(child);
+    let args = |endpoint: &str| {
+        ok(
+            d.path(),
+            &[
+                "eval",
+                "needle",
+                "--endpoint",
+                endpoint,
+                "--endpoint-model",
+                "run",
+                "--lengths",
+                "300,600",
+                "--depths",
+                "0,50,100",
+                "--out",
+                "nd",
+                "--json",
+                "--timeout-s",
+                "30",
+                "--retries",
+                "1",
+            ],
+        )
+    };
+    let v: Value = serde_json::from_str(&args(&url)).unwrap();
+    assert_eq!(v["scored"], 6, "{v}");
+    let scores = v["scores"].as_array().unwrap();
+    assert_eq!(scores.len(), 2);
+    assert!(scores.iter().all(|r| r.as_array().unwrap().iter().all(|x| x == 0.0 || x == 1.0)), "{v}");
+    for c in v["cells"].as_array().unwrap() {
+        assert!(c["prompt_tokens"].as_u64().unwrap() <= c["length"].as_u64().unwrap() + 40, "{c}");
+    }
+    assert_eq!(&std::fs::read(d.path().join("nd/heatmap.png")).unwrap()[..4], b"\x89PNG");
+    assert!(std::fs::read_to_string(d.path().join("nd/heatmap.svg")).unwrap().contains("needle depth"));
+    drop(server);
+    let again: Value = serde_json::from_str(&args("http://127.0.0.1:9/v1")).unwrap();
+    assert_eq!(again["scores"], v["scores"], "served from the cache");
+}

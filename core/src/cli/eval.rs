@@ -20,6 +20,49 @@ use crate::llm::{ChatMessage, ChatRequest, Client, ClientConfig};
 pub enum EvalCommand {
     /// LongBench-Chat: long-context questions rated 1–10 by an LLM judge against expert answers.
     LongbenchChat(LongBenchChatArgs),
+    /// Needle in a haystack: exact retrieval over context lengths × depths, with a heatmap.
+    Needle(NeedleArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct NeedleArgs {
+    /// Answer with this local model directory …
+    #[arg(long, conflicts_with = "endpoint")]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// … or with this OpenAI-compatible base URL.
+    #[arg(long, requires = "endpoint_model")]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub endpoint_model: Option<String>,
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub endpoint_api_key_env: String,
+    /// Tokenizer that measures context lengths (default: the model's; built-in bytes for endpoints).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    /// Context lengths in tokens, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1000,2000,4000")]
+    pub lengths: Vec<usize>,
+    /// Needle depths in percent, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "0,25,50,75,100")]
+    pub depths: Vec<u32>,
+    /// Filler text (default: the bundled datasets/haystack/haystack.txt).
+    #[arg(long)]
+    pub haystack: Option<PathBuf>,
+    #[arg(long, default_value_t = 16)]
+    pub max_new_tokens: usize,
+    /// Output folder: needle.jsonl (cache), grid.json, heatmap.png, heatmap.svg.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout_s: f64,
+    #[arg(long, default_value_t = 6)]
+    pub retries: u32,
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -93,6 +136,7 @@ pub struct LongBenchChatArgs {
 pub fn run(cmd: &EvalCommand) -> anyhow::Result<()> {
     match cmd {
         EvalCommand::LongbenchChat(a) => longbench_chat(a),
+        EvalCommand::Needle(a) => needle(a),
     }
 }
 
@@ -348,6 +392,149 @@ fn overlap_fallback(
             mean("rouge_l").unwrap_or(0.0),
             mean("token_f1").unwrap_or(0.0),
             items.len()
+        );
+    }
+    Ok(())
+}
+
+fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
+    use crate::eval::needle::{Cell, heatmap, key, prompt, score};
+    let haystack = match &a.haystack {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        None => crate::eval::needle::HAYSTACK.to_string(),
+    };
+    if haystack.split_whitespace().next().is_none() {
+        bail!("the haystack text is empty");
+    }
+    if let Some(d) = a.depths.iter().find(|&&d| d > 100) {
+        bail!("--depths: {d} is not a percentage (0–100)");
+    }
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let tok_dir = a.tokenizer.clone().or_else(|| a.model.clone());
+    let tok = crate::data::tokenize::ModelTokenizer::load(tok_dir.as_deref(), None)?;
+    let count = |s: &str| tok.tokenizer.encode(s, false).map(|e| e.get_ids().len()).unwrap_or(s.len());
+    let id = |l: usize, d: u32| (l as u64) * 1000 + d as u64;
+    let mut cache = Cache::<Cell>::open(&a.out.join("needle.jsonl"), |c| id(c.length, c.depth_pct))?;
+    let mut todo = Vec::new();
+    for &l in &a.lengths {
+        for &d in &a.depths {
+            if !cache.entries.contains_key(&id(l, d)) {
+                let k = key(l, d);
+                todo.push((l, d, k.clone(), prompt(&haystack, l, d, &k, &count)));
+            }
+        }
+    }
+    if !a.json {
+        eprintln!(
+            "needle: {} cells cached, {} to run",
+            a.lengths.len() * a.depths.len() - todo.len(),
+            todo.len()
+        );
+    }
+    if let Some(model_dir) = &a.model {
+        crate::with_backend!(a.backend.as_str(), |B, device| {
+            let m = crate::infer::ChatModel::<<B as AutodiffBackend>::InnerBackend>::load(
+                model_dir, None, None, &device,
+            )?;
+            for (l, d, k, p) in &todo {
+                let params =
+                    crate::infer::ChatParams { max_new_tokens: a.max_new_tokens, ..Default::default() };
+                let out = m.chat(
+                    &[crate::data::Message::new(crate::data::Role::User, p.clone())],
+                    &params,
+                    |_| true,
+                )?;
+                let cell = Cell {
+                    length: *l,
+                    depth_pct: *d,
+                    key: k.clone(),
+                    score: score(&out.text, k),
+                    answer: out.text,
+                    prompt_tokens: out.prompt_tokens as u64,
+                };
+                cache.put(id(*l, *d), cell)?;
+            }
+        });
+    } else if let (Some(url), Some(model)) = (&a.endpoint, &a.endpoint_model) {
+        let mut c = ClientConfig::new(url, model).with_key_from_env(&a.endpoint_api_key_env);
+        c.timeout = Duration::from_secs_f64(a.timeout_s);
+        c.max_retries = a.retries;
+        c.concurrency = a.concurrency;
+        let cl = Client::new(c)?;
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        rt.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for (l, d, k, p) in todo {
+                let cl = cl.clone();
+                let mut req = ChatRequest::new(vec![ChatMessage::new("user", p)], 0.0);
+                req.max_tokens = Some(a.max_new_tokens);
+                tasks.spawn(async move { (l, d, k, cl.chat(&req).await) });
+            }
+            while let Some(done) = tasks.join_next().await {
+                let (l, d, k, r) = done?;
+                match r {
+                    Ok(reply) => {
+                        let cell = Cell {
+                            length: l,
+                            depth_pct: d,
+                            score: score(&reply.content, &k),
+                            key: k,
+                            answer: reply.content,
+                            prompt_tokens: reply.prompt_tokens,
+                        };
+                        cache.put(id(l, d), cell)?;
+                    }
+                    Err(e) => eprintln!("needle length {l} depth {d}% failed: {e}"),
+                }
+            }
+            anyhow::Ok(())
+        })?;
+    } else if !todo.is_empty() {
+        bail!(
+            "{} cells have no cached answer: pass --model DIR or --endpoint URL --endpoint-model NAME",
+            todo.len()
+        );
+    }
+    let grid: Vec<Vec<Option<f64>>> = a
+        .lengths
+        .iter()
+        .map(|&l| a.depths.iter().map(|&d| cache.entries.get(&id(l, d)).map(|c| c.score)).collect())
+        .collect();
+    let done: Vec<f64> = grid.iter().flatten().filter_map(|x| *x).collect();
+    let mean = (!done.is_empty()).then(|| done.iter().sum::<f64>() / done.len() as f64);
+    let title = a
+        .model
+        .as_ref()
+        .map(|m| m.display().to_string())
+        .or_else(|| a.endpoint_model.clone())
+        .unwrap_or_else(|| "needle".into());
+    heatmap(&a.out, &format!("needle in a haystack: {title}"), &a.lengths, &a.depths, &grid)?;
+    let cells: Vec<&Cell> = cache.entries.values().collect();
+    let out = json!({
+        "lengths": a.lengths, "depths": a.depths, "scores": grid, "mean": mean,
+        "scored": done.len(), "missing": a.lengths.len() * a.depths.len() - done.len(),
+        "cells": cells, "heatmap_png": a.out.join("heatmap.png"), "heatmap_svg": a.out.join("heatmap.svg"),
+    });
+    crate::util::write_atomic(&a.out.join("grid.json"), serde_json::to_string_pretty(&out)?.as_bytes())?;
+    if a.json {
+        println!("{out}");
+    } else {
+        println!("needle in a haystack ({title}): exact retrieval, rows = context length, columns = depth %");
+        let mut t = super::table::Table::new(
+            std::iter::once("length".to_string()).chain(a.depths.iter().map(|d| format!("{d}%"))).collect(),
+        );
+        for (l, row) in a.lengths.iter().zip(&grid) {
+            t.row(
+                std::iter::once(l.to_string())
+                    .chain(row.iter().map(|v| v.map_or("–".into(), |v| format!("{v:.0}"))))
+                    .collect(),
+            );
+        }
+        print!("{}", t.render());
+        println!(
+            "mean {}; heatmap: {}",
+            mean.map_or("–".to_string(), |m| format!("{m:.2}")),
+            a.out.join("heatmap.png").display()
         );
     }
     Ok(())

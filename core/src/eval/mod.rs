@@ -3,4 +3,5 @@
 
 pub mod fetch;
 pub mod longbench_chat;
+pub mod needle;
 pub mod overlap;
