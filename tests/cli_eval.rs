@@ -487,3 +487,59 @@ fn needle_eval_fills_its_grid_draws_a_heatmap_and_resumes() {
     let again: Value = serde_json::from_str(&args("http://127.0.0.1:9/v1")).unwrap();
     assert_eq!(again["scores"], v["scores"], "served from the cache");
 }
+
+/// The judge's API key comes from the environment, reaches the server as a bearer token, and never
+/// appears in output, caches or reports — also when the server rejects it.
+#[test]
+fn api_keys_are_sent_but_never_written() {
+    const SECRET: &str = "sk-test-SECRET-1234567890";
+    let d = tempfile::tempdir().unwrap();
+    tiny_model(d.path());
+    write_cases(d.path());
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(|headers: axum::http::HeaderMap| async move {
+            let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+            if auth == format!("Bearer {SECRET}") {
+                Json(json!({"choices": [{"message": {"content": "[[6]]"}}]})).into_response()
+            } else {
+                // Echo what was sent, as some proxies do: the client must not print it.
+                (StatusCode::UNAUTHORIZED, format!("bad key: {auth}")).into_response()
+            }
+        }),
+    );
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let judge_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    rt.spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let run = |env_name: &str, key: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_core-cli"))
+            .args(["eval", "longbench-chat", "--data", "test_cases.json", "--few-shots", "few_shots.json"])
+            .args(["--judge-prompt", "prompt_fs.txt", "--model", "run/export", "--max-new-tokens", "3"])
+            .args(["--judge-url", &judge_url, "--judge-model", "j", "--api-key-env", env_name, "--out", out])
+            .args(["--limit", "2", "--json"])
+            .env(env_name, key)
+            .current_dir(d.path())
+            .output()
+            .unwrap()
+    };
+    let good = run("JUDGE_KEY", SECRET, "good");
+    assert!(good.status.success());
+    let v: Value = serde_json::from_slice(&good.stdout).unwrap();
+    assert_eq!(v["mean_score"], 6.0, "{v}");
+    let bad = run("JUDGE_KEY", &format!("{SECRET}-wrong"), "bad");
+    let v: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(v["failed"], 2, "{v}");
+    assert!(v["items"][0]["error"].as_str().unwrap().contains("401"), "{v}");
+    let mut seen = String::new();
+    for o in [&good, &bad] {
+        seen.push_str(&String::from_utf8_lossy(&o.stdout));
+        seen.push_str(&String::from_utf8_lossy(&o.stderr));
+    }
+    for dir in ["good", "bad"] {
+        for f in std::fs::read_dir(d.path().join(dir)).unwrap() {
+            seen.push_str(&std::fs::read_to_string(f.unwrap().path()).unwrap());
+        }
+    }
+    assert!(!seen.contains(SECRET), "the API key leaked into output or files");
+}

@@ -176,6 +176,14 @@ impl Client {
         &self.cfg
     }
 
+    /// Servers sometimes echo the request's key in an error body: never pass it on.
+    fn redact(&self, s: &str) -> String {
+        match &self.cfg.api_key {
+            Some(k) if k.len() >= 4 => s.replace(k.as_str(), "<redacted>"),
+            _ => s.to_string(),
+        }
+    }
+
     fn url(&self) -> String {
         format!("{}/chat/completions", self.cfg.base_url)
     }
@@ -229,9 +237,9 @@ impl Client {
             };
             if status != 200 {
                 if !retryable(status) {
-                    return Err(ClientError::Rejected { url, status, body: excerpt(&text) });
+                    return Err(ClientError::Rejected { url, status, body: excerpt(&self.redact(&text)) });
                 }
-                last = format!("HTTP {status}: {}", excerpt(&text));
+                last = format!("HTTP {status}: {}", excerpt(&self.redact(&text)));
                 if let Some(s) = retry_after {
                     tokio::time::sleep(Duration::from_secs_f64(s.clamp(0.0, 60.0))).await;
                 }
@@ -241,7 +249,7 @@ impl Client {
                 Ok(w) => w,
                 // A proxy's half-written body: worth another try, but say what it was.
                 Err(e) => {
-                    last = format!("invalid JSON ({e}): {}", excerpt(&text));
+                    last = format!("invalid JSON ({e}): {}", excerpt(&self.redact(&text)));
                     continue;
                 }
             };
