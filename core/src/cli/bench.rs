@@ -109,7 +109,10 @@ fn train(a: &BenchTrainArgs) -> anyhow::Result<()> {
         }
         cmd.arg("--out").arg(&run).arg("--summary-json").arg(&summary);
         if !a.json {
-            eprintln!("bench: training one epoch with {name} batching …");
+            match a.steps {
+                Some(s) => eprintln!("bench: training {s} steps with {name} batching …"),
+                None => eprintln!("bench: training one epoch with {name} batching …"),
+            }
         }
         let status = cmd.status().with_context(|| format!("running {}", exe.display()))?;
         if !status.success() {
