@@ -383,10 +383,11 @@ pub fn embedded_default(demo: &DemoArgs) -> anyhow::Result<()> {
     let report = read_str("<embedded eval>", synth::EVAL_JSONL, None, false)?;
     let eval = TokenizedDataset::from_report("<embedded eval>", report, false, &tok)?;
     let (mcfg, untrained) = train::run_model::<B>(&cfg, &device)?;
-    let before = evaluate(&burn::module::AutodiffModule::valid(&untrained), &mcfg, &eval, &device);
+    let (before, before_keys) =
+        evaluate(&burn::module::AutodiffModule::valid(&untrained), &mcfg, &eval, &device);
     let summary = train::train::<B>(&cfg, &out, false, &device, false)?;
     let (mcfg, trained) = load_hf::<burn::backend::Flex>(&summary.export_dir, &device)?;
-    let after = evaluate(&trained, &mcfg, &eval, &device);
+    let (after, after_keys) = evaluate(&trained, &mcfg, &eval, &device);
     println!(
         "\ntrained {} steps in {:.0}s: training loss {:.3} → {:.3}",
         summary.steps, summary.wall_s, summary.first_loss, summary.last_loss
@@ -424,6 +425,19 @@ pub fn embedded_default(demo: &DemoArgs) -> anyhow::Result<()> {
     }
     print!("{}", t.render());
     println!("\nchance: one answer token in 259 (0.4%); a five-digit pass key by guessing: 1 in 90,000.");
+    println!("\nretrieval, teacher-forced (each key character predicted from the reference prefix):");
+    for ((task, what, chance), (b, a)) in
+        [("passkey", "pass-key digits", 10.0), ("kv", "value hex characters", 6.25)]
+            .iter()
+            .zip(before_keys.iter().zip(&after_keys))
+    {
+        println!(
+            "  {task}: {what} right {:.1}% → {:.1}% (chance {chance}%, {} characters)",
+            100.0 * b.0 as f64 / b.1.max(1) as f64,
+            100.0 * a.0 as f64 / a.1.max(1) as f64,
+            a.1
+        );
+    }
     println!("run: {} — `core-cli --help` for training your own data and models.", out.display());
     Ok(())
 }
@@ -436,12 +450,33 @@ fn evaluate<B: Backend>(
     cfg: &crate::model::LlamaConfig,
     eval: &TokenizedDataset,
     device: &B::Device,
-) -> std::collections::BTreeMap<String, teacher_forced::GroupScore> {
+) -> (std::collections::BTreeMap<String, teacher_forced::GroupScore>, [(usize, usize); 2]) {
     let scores: Vec<teacher_forced::ExampleScore> = eval
         .tokens
         .iter()
         .enumerate()
         .map(|(i, t)| teacher_forced::score_example(model, cfg, t, i, device))
         .collect();
-    teacher_forced::summarize(eval.examples.iter().map(|e| e.source.as_deref().unwrap_or("-")).zip(&scores))
+    // Key characters (built-in byte tokenizer: ids are bytes): digits of pass keys, hex digits of
+    // key-value answers. (right, total) per task, passkey first.
+    let mut keys = [(0usize, 0usize); 2];
+    for (e, s) in eval.examples.iter().zip(&scores) {
+        let k = match e.source.as_deref() {
+            Some("passkey") => 0,
+            Some("kv") => 1,
+            _ => continue,
+        };
+        for &(label, right) in &s.per_token {
+            if label < 128 && (label as u8).is_ascii_hexdigit() {
+                keys[k].1 += 1;
+                keys[k].0 += right as usize;
+            }
+        }
+    }
+    (
+        teacher_forced::summarize(
+            eval.examples.iter().map(|e| e.source.as_deref().unwrap_or("-")).zip(&scores),
+        ),
+        keys,
+    )
 }

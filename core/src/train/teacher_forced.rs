@@ -25,6 +25,9 @@ pub struct ExampleScore {
     pub correct_tokens: usize,
     /// All target tokens right: greedy decoding would reproduce the answer.
     pub exact: bool,
+    /// Each target token (label id) and whether its argmax was right, in order.
+    #[serde(skip)]
+    pub per_token: Vec<(u32, bool)>,
 }
 
 /// Scores one example (one row, no padding).
@@ -41,7 +44,14 @@ pub fn score_example<B: Backend>(
     // Positions p whose next token is a target.
     let pos: Vec<usize> = (0..n.saturating_sub(1)).filter(|&p| t.targets[p + 1]).collect();
     if pos.is_empty() {
-        return ExampleScore { index, loss: 0.0, target_tokens: 0, correct_tokens: 0, exact: false };
+        return ExampleScore {
+            index,
+            loss: 0.0,
+            target_tokens: 0,
+            correct_tokens: 0,
+            exact: false,
+            per_token: Vec::new(),
+        };
     }
     let idx: Vec<i64> = pos.iter().map(|&p| p as i64).collect();
     let h = hidden.select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [pos.len()]), device));
@@ -57,6 +67,7 @@ pub fn score_example<B: Backend>(
         target_tokens: pos.len(),
         correct_tokens: correct,
         exact: correct == pos.len(),
+        per_token: labels.iter().zip(&argmax).map(|(&l, &a)| (l as u32, l == a)).collect(),
     }
 }
 
