@@ -486,6 +486,36 @@ fn needle_eval_fills_its_grid_draws_a_heatmap_and_resumes() {
     drop(server);
     let again: Value = serde_json::from_str(&args("http://127.0.0.1:9/v1")).unwrap();
     assert_eq!(again["scores"], v["scores"], "served from the cache");
+    assert!(again["judge_mean"].is_null());
+
+    // Optionally rated by a judge too (the flaky one: 500, time-out, no rating, then [[7]]).
+    let (judge_addr, _state, _rt) = start_judge();
+    let judge_url = format!("http://{judge_addr}/v1");
+    let out = ok(
+        d.path(),
+        &[
+            "eval",
+            "needle",
+            "--lengths",
+            "300,600",
+            "--depths",
+            "0,50,100",
+            "--out",
+            "nd",
+            "--json",
+            "--judge-url",
+            &judge_url,
+            "--judge-model",
+            "j",
+            "--timeout-s",
+            "1",
+            "--retries",
+            "3",
+        ],
+    );
+    let j: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["judge_mean"], 7.0, "{j}");
+    assert_eq!(j["scores"], v["scores"]);
 }
 
 /// The judge's API key comes from the environment, reaches the server as a bearer token, and never

@@ -52,6 +52,14 @@ pub struct NeedleArgs {
     pub haystack: Option<PathBuf>,
     #[arg(long, default_value_t = 16)]
     pub max_new_tokens: usize,
+    /// Also rate each answer 1–10 with this judge (base URL), besides exact retrieval.
+    #[arg(long, requires = "judge_model")]
+    pub judge_url: Option<String>,
+    #[arg(long)]
+    pub judge_model: Option<String>,
+    /// Environment variable holding the judge's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
     /// Output folder: needle.jsonl (cache), grid.json, heatmap.png, heatmap.svg.
     #[arg(long)]
     pub out: PathBuf,
@@ -451,6 +459,7 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
                     score: score(&out.text, k),
                     answer: out.text,
                     prompt_tokens: out.prompt_tokens as u64,
+                    judge_score: None,
                 };
                 cache.put(id(*l, *d), cell)?;
             }
@@ -481,6 +490,7 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
                             key: k,
                             answer: reply.content,
                             prompt_tokens: reply.prompt_tokens,
+                            judge_score: None,
                         };
                         cache.put(id(l, d), cell)?;
                     }
@@ -495,6 +505,67 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
             todo.len()
         );
     }
+    if let (Some(url), Some(model)) = (&a.judge_url, &a.judge_model) {
+        let mut c = ClientConfig::new(url, model).with_key_from_env(&a.api_key_env);
+        c.timeout = Duration::from_secs_f64(a.timeout_s);
+        c.max_retries = a.retries;
+        c.concurrency = a.concurrency;
+        let judge = Client::new(c)?;
+        let pending: Vec<Cell> =
+            cache.entries.values().filter(|c| c.judge_score.is_none()).cloned().collect();
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        rt.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for cell in pending {
+                let judge = judge.clone();
+                tasks.spawn(async move {
+                    let req = ChatRequest::new(
+                        vec![
+                            ChatMessage::new("system", JUDGE_SYSTEM),
+                            ChatMessage::new(
+                                "user",
+                                crate::eval::needle::judge_prompt(&cell.key, &cell.answer),
+                            ),
+                        ],
+                        0.0,
+                    );
+                    let mut rating = None;
+                    for _ in 0..5 {
+                        match judge.chat(&req).await {
+                            Ok(r) => {
+                                rating = parse_rating(&r.content);
+                                if rating.is_some() {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                eprintln!("judge: {e}");
+                                break;
+                            }
+                        }
+                    }
+                    (cell, rating)
+                });
+            }
+            while let Some(done) = tasks.join_next().await {
+                let (mut cell, rating) = done?;
+                if rating.is_some() {
+                    cell.judge_score = rating;
+                    cache.put(id(cell.length, cell.depth_pct), cell)?;
+                }
+            }
+            anyhow::Ok(())
+        })?;
+    }
+    let judge_grid: Vec<Vec<Option<f64>>> = a
+        .lengths
+        .iter()
+        .map(|&l| {
+            a.depths.iter().map(|&d| cache.entries.get(&id(l, d)).and_then(|c| c.judge_score)).collect()
+        })
+        .collect();
+    let judged: Vec<f64> = judge_grid.iter().flatten().filter_map(|x| *x).collect();
+    let judge_mean = (!judged.is_empty()).then(|| judged.iter().sum::<f64>() / judged.len() as f64);
     let grid: Vec<Vec<Option<f64>>> = a
         .lengths
         .iter()
@@ -512,6 +583,7 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
     let cells: Vec<&Cell> = cache.entries.values().collect();
     let out = json!({
         "lengths": a.lengths, "depths": a.depths, "scores": grid, "mean": mean,
+        "judge_scores": judge_grid, "judge_mean": judge_mean,
         "scored": done.len(), "missing": a.lengths.len() * a.depths.len() - done.len(),
         "cells": cells, "heatmap_png": a.out.join("heatmap.png"), "heatmap_svg": a.out.join("heatmap.svg"),
     });
@@ -531,6 +603,9 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
             );
         }
         print!("{}", t.render());
+        if let Some(j) = judge_mean {
+            println!("judge: mean rating {j:.2} (1–10) over {} cells", judged.len());
+        }
         println!(
             "mean {}; heatmap: {}",
             mean.map_or("–".to_string(), |m| format!("{m:.2}")),

@@ -96,6 +96,21 @@ pub struct Cell {
     pub prompt_tokens: u64,
     /// 1 when the answer contains the key.
     pub score: f64,
+    /// The judge's 1–10 rating, when a judge was asked (and answered with one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_score: Option<f64>,
+}
+
+/// The judge prompt for one needle answer (LongBench-Chat's rating format, `[[n]]`).
+pub fn judge_prompt(key: &str, answer: &str) -> String {
+    format!(
+        "[Instructions]\nYou are asked to evaluate an AI assistant's answer to a question about a long \
+         document, as an impartial judge. The question asks for a number hidden in the document. \
+         Compare the answer with the reference answer: the correct number, stated clearly, deserves \
+         10; a wrong or missing number deserves 1. Give an integer rating from 1 to 10 strictly in \
+         the format \"[[rating]]\", e.g. \"[[5]]\".\n\n[Question]\n{QUESTION}\n\n\
+         [Reference answer]\n{key}\n\n[Assistant's answer begins]\n{answer}\n[Assistant's answer ends]\n\nRating: "
+    )
 }
 
 /// Exact retrieval: the answer contains the number.
