@@ -224,4 +224,13 @@ fn segmented_attention_equals_the_reference_mask() {
         loss_and_grads(&m, micro_batch_loss_with(AttentionMode::Segmented, &m, &cfg, &all, &rows, 24));
     assert!((a - b).abs() <= 1e-5 * a.abs(), "{a} vs {b}");
     assert_close(&gb, &ga, 1e-5, "gradients");
+    // Bucketed (sequences zero-padded to a multiple of 4, then of 8): the same loss and gradients.
+    for bucket in [4, 8] {
+        let (c, gc) = loss_and_grads(
+            &m,
+            micro_batch_loss_with(AttentionMode::Bucketed(bucket), &m, &cfg, &all, &rows, 24),
+        );
+        assert!((a - c).abs() <= 1e-5 * a.abs(), "bucket {bucket}: {a} vs {c}");
+        assert_close(&gc, &ga, 1e-5, "bucketed gradients");
+    }
 }

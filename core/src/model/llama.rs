@@ -165,6 +165,11 @@ pub enum AttentionMode {
     /// plain tensor ops. O(Σ nᵢ²) — what packing should cost — without a custom kernel.
     #[default]
     Segmented,
+    /// [`Self::Segmented`] with each sequence zero-padded to a multiple of this many tokens: the
+    /// same result (padding keys come after every real query, so the causal mask hides them; padded
+    /// queries are dropped), with far fewer distinct tensor shapes — JIT backends (CUDA, wgpu)
+    /// compile and autotune kernels per shape.
+    Bucketed(usize),
 }
 
 impl std::str::FromStr for AttentionMode {
@@ -173,7 +178,10 @@ impl std::str::FromStr for AttentionMode {
         match s {
             "reference" => Ok(Self::Reference),
             "segmented" | "varlen" => Ok(Self::Segmented),
-            _ => Err(format!("unknown attention {s:?} (expected reference or segmented)")),
+            _ => match s.strip_prefix("bucketed:").map(str::parse::<usize>) {
+                Some(Ok(b)) if b >= 1 => Ok(Self::Bucketed(b)),
+                _ => Err(format!("unknown attention {s:?} (expected reference, segmented or bucketed:N)")),
+            },
         }
     }
 }
@@ -186,6 +194,8 @@ pub enum AttnContext<B: Backend> {
         /// Per row, the (start, length) of each sequence; tokens past the last are padding.
         segments: Vec<Vec<(usize, usize)>>,
         row_len: usize,
+        /// Sequences are padded to a multiple of this (1 = not at all).
+        bucket: usize,
         /// Causal (and sliding-window) mask per sequence length, `[1, 1, n, n]`.
         masks: std::collections::HashMap<usize, Tensor<B, 4, Bool>>,
     },
@@ -198,7 +208,11 @@ impl<B: Backend> AttnContext<B> {
             AttentionMode::Reference => {
                 Self::Reference(Tensor::from_data(TensorData::new(rows.mask(window), [b, 1, l, l]), device))
             }
-            AttentionMode::Segmented => {
+            AttentionMode::Segmented | AttentionMode::Bucketed(_) => {
+                let bucket = match mode {
+                    AttentionMode::Bucketed(b) => b.max(1),
+                    _ => 1,
+                };
                 let segments: Vec<Vec<(usize, usize)>> = rows
                     .cu_seqlens
                     .iter()
@@ -206,6 +220,7 @@ impl<B: Backend> AttnContext<B> {
                     .collect();
                 let mut masks = std::collections::HashMap::new();
                 for &(_, n) in segments.iter().flatten() {
+                    let n = n.div_ceil(bucket) * bucket;
                     masks.entry(n).or_insert_with(|| match window {
                         // Plain causal: built on the device, not as n² host booleans (4 GB at 64k).
                         None => Tensor::<B, 2, Bool>::tril_mask([n, n], 0, device).reshape([1, 1, n, n]),
@@ -220,7 +235,7 @@ impl<B: Backend> AttnContext<B> {
                         }
                     });
                 }
-                Self::Segmented { segments, row_len: l, masks }
+                Self::Segmented { segments, row_len: l, bucket, masks }
             }
         }
     }
@@ -335,15 +350,24 @@ impl<B: Backend> Attention<B> {
         let (k, v) = (repeat(k), repeat(v));
         let out = match ctx {
             AttnContext::Reference(mask) => attend(q, k, v, mask.clone()), // [b, h, l, hd]
-            AttnContext::Segmented { segments, row_len, masks } => {
+            AttnContext::Segmented { segments, row_len, bucket, masks } => {
                 let mut rows = Vec::with_capacity(b);
                 for (r, segs) in segments.iter().enumerate() {
                     let (qr, kr, vr) =
                         (q.clone().narrow(0, r, 1), k.clone().narrow(0, r, 1), v.clone().narrow(0, r, 1));
                     let mut parts = Vec::with_capacity(segs.len() + 1);
                     for &(start, n) in segs {
-                        let part = |t: &Tensor<B, 4>| t.clone().narrow(2, start, n);
-                        parts.push(attend(part(&qr), part(&kr), part(&vr), masks[&n].clone())); // [1, h, n, hd]
+                        let nb = n.div_ceil(*bucket) * bucket;
+                        let part = |t: &Tensor<B, 4>| {
+                            let t = t.clone().narrow(2, start, n);
+                            if nb == n {
+                                return t;
+                            }
+                            // Zero keys/values/queries after the sequence: causally invisible.
+                            Tensor::cat(vec![t, Tensor::zeros([1, h, nb - n, hd], &qr.device())], 2)
+                        };
+                        let out = attend(part(&qr), part(&kr), part(&vr), masks[&nb].clone()); // [1, h, nb, hd]
+                        parts.push(if nb == n { out } else { out.narrow(2, 0, n) });
                     }
                     // Padding attends to nothing; its outputs carry no loss.
                     let used: usize = segs.iter().map(|s| s.1).sum();

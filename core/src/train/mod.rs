@@ -25,7 +25,7 @@ use crate::data::formats::{Format, read_str};
 use crate::data::{ModelTokenizer, TokenizedDataset, builtin, synth};
 use crate::model::load::{load_hf, save_hf};
 use crate::model::loss::weighted_cross_entropy;
-use crate::model::{Llama, LlamaConfig};
+use crate::model::{AttentionMode, Llama, LlamaConfig};
 use events::StepEvent;
 
 /// Everything that determines a run; saved as `RUN_DIR/config.toml`.
@@ -63,6 +63,10 @@ pub struct TrainConfig {
     /// Burn's balanced activation checkpointing (recompute memory-bound activations).
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// Pad each packed sequence to a multiple of this inside attention (same result, fewer
+    /// tensor shapes for JIT backends); `None` = no padding.
+    #[serde(default)]
+    pub seq_bucket: Option<usize>,
 }
 
 impl TrainConfig {
@@ -89,6 +93,7 @@ impl TrainConfig {
             init_seed: 0,
             backend: "cpu".into(),
             activation_checkpointing: false,
+            seq_bucket: None,
         }
     }
 
@@ -256,7 +261,11 @@ pub fn train<B: AutodiffBackend>(
             if input.weights.iter().all(|&w| w == 0.0) {
                 continue;
             }
-            let hidden = model.hidden(&mcfg, &input.rows, device);
+            let mode = match cfg.seq_bucket {
+                Some(b) if b > 1 => AttentionMode::Bucketed(b),
+                _ => AttentionMode::Segmented,
+            };
+            let hidden = model.hidden_with(&mcfg, &input.rows, mode, device);
             let l = weighted_cross_entropy(&model, hidden, &input.labels, &input.weights, cfg.loss_chunk);
             loss += l.clone().into_scalar().to_f64();
             acc.accumulate(&model, GradientsParams::from_grads(l.backward(), &model));
