@@ -221,7 +221,9 @@ async fn chat_completions(State(st): State<AppState>, body: Bytes) -> Response {
             "the request queue is full; retry later",
         );
     }
-    let id = format!("chatcmpl-{:x}", now() ^ (body.len() as u64) << 20);
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("chatcmpl-{:x}-{n}", now());
     let model = st.model_name.clone();
     match delta_rx {
         None => match reply_rx.await {
