@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use longalign::batch::rng::SplitMix64;
 use longalign::batch::weights::{LossMode, step_weights};
 use longalign::model::llama::{Llama, PackedRows};
-use longalign::model::loss::{row_targets, weighted_cross_entropy};
+use longalign::model::loss::{row_targets, weighted_cross_entropy_padded};
 use longalign::model::{AttentionMode, LlamaConfig};
 
 type B = Autodiff<Flex>;
@@ -81,7 +81,12 @@ fn micro_batch_loss_with(
     }
     let packed = PackedRows { tokens, cu_seqlens: cu, rows: rows.len(), row_len };
     let hidden = model.hidden_with(cfg, &packed, mode, &device);
-    weighted_cross_entropy(model, hidden, &labels, &weights, 7)
+    // Bucketed mode also pads the loss chunks (of 7) to the bucket: covered by the same checks.
+    let pad = match mode {
+        AttentionMode::Bucketed(b) => b,
+        _ => 1,
+    };
+    weighted_cross_entropy_padded(model, hidden, &labels, &weights, 7, pad)
 }
 
 fn micro_batch_loss(

@@ -43,16 +43,30 @@ pub fn weighted_cross_entropy<B: Backend>(
     weights: &[f32],
     chunk: usize,
 ) -> Tensor<B, 1> {
+    weighted_cross_entropy_padded(model, hidden, labels, weights, chunk, 1)
+}
+
+/// [`weighted_cross_entropy`] with each chunk padded (position 0, weight 0) to a multiple of
+/// `pad_to` positions: the same loss and gradients, fewer distinct shapes for JIT backends.
+pub fn weighted_cross_entropy_padded<B: Backend>(
+    model: &Llama<B>,
+    hidden: Tensor<B, 3>,
+    labels: &[u32],
+    weights: &[f32],
+    chunk: usize,
+    pad_to: usize,
+) -> Tensor<B, 1> {
     let device = hidden.device();
     let [b, l, d] = hidden.dims();
     let hidden = hidden.reshape([b * l, d]);
     let picked: Vec<usize> = (0..b * l).filter(|&i| weights[i] != 0.0).collect();
     let mut total = Tensor::<B, 1>::zeros([1], &device);
     for part in picked.chunks(chunk.max(1)) {
-        let n = part.len();
-        let idx: Vec<i64> = part.iter().map(|&i| i as i64).collect();
-        let lab: Vec<i64> = part.iter().map(|&i| labels[i] as i64).collect();
-        let w: Vec<f32> = part.iter().map(|&i| weights[i]).collect();
+        let n = part.len().div_ceil(pad_to.max(1)) * pad_to.max(1);
+        let at = |k: usize| part.get(k).copied();
+        let idx: Vec<i64> = (0..n).map(|k| at(k).unwrap_or(0) as i64).collect();
+        let lab: Vec<i64> = (0..n).map(|k| at(k).map_or(0, |i| labels[i]) as i64).collect();
+        let w: Vec<f32> = (0..n).map(|k| at(k).map_or(0.0, |i| weights[i])).collect();
         let rows =
             hidden.clone().select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), &device));
         let logp = log_softmax(model.head(rows), 1); // [n, vocab]

@@ -24,7 +24,7 @@ use crate::batch::{self as planner, PlanConfig};
 use crate::data::formats::{Format, read_str};
 use crate::data::{ModelTokenizer, TokenizedDataset, builtin, synth};
 use crate::model::load::{load_hf, save_hf};
-use crate::model::loss::weighted_cross_entropy;
+use crate::model::loss::weighted_cross_entropy_padded;
 use crate::model::{AttentionMode, Llama, LlamaConfig};
 use events::StepEvent;
 
@@ -266,7 +266,14 @@ pub fn train<B: AutodiffBackend>(
                 _ => AttentionMode::Segmented,
             };
             let hidden = model.hidden_with(&mcfg, &input.rows, mode, device);
-            let l = weighted_cross_entropy(&model, hidden, &input.labels, &input.weights, cfg.loss_chunk);
+            let l = weighted_cross_entropy_padded(
+                &model,
+                hidden,
+                &input.labels,
+                &input.weights,
+                cfg.loss_chunk,
+                cfg.seq_bucket.unwrap_or(1),
+            );
             loss += l.clone().into_scalar().to_f64();
             acc.accumulate(&model, GradientsParams::from_grads(l.backward(), &model));
             (useful, padded, targets) =
