@@ -195,3 +195,59 @@ fn bad_inputs_get_clear_errors() {
     let text = ok(d.path(), &["stats", "--data", "d.jsonl", "--skip-invalid"]);
     assert!(text.contains("2 skipped") && text.contains("skipped d.jsonl:2"), "{text}");
 }
+
+/// `data mix`: per-source weights (down- and up-sampling), formats normalised to messages with
+/// their source, a report, and bad specs refused.
+#[test]
+fn data_mix_weights_sources_and_normalises_formats() {
+    let d = tempfile::tempdir().unwrap();
+    let long: String = (0..10)
+        .map(|i| {
+            serde_json::json!({"messages": [{"role": "user", "content": format!("doc {i}")},
+                                            {"role": "assistant", "content": "ok"}]})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(d.path().join("long.jsonl"), long).unwrap();
+    let sg: Vec<serde_json::Value> = (0..4)
+        .map(|i| {
+            serde_json::json!({"conversations": [{"from": "human", "value": format!("hi {i}")},
+                                                      {"from": "gpt", "value": "hello"}]})
+        })
+        .collect();
+    std::fs::write(d.path().join("chat.json"), serde_json::to_string(&sg).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok(
+        d.path(),
+        &["data", "mix", "long.jsonl:0.5", "chat.json:2.5", "--out", "mix.jsonl", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(v["examples"], 5 + 10, "{v}");
+    assert_eq!(v["inputs"][0]["taken"], 5);
+    assert_eq!(v["inputs"][1]["taken"], 10);
+    let text = std::fs::read_to_string(d.path().join("mix.jsonl")).unwrap();
+    let sources: Vec<String> = text
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["meta"]["source"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(sources.iter().filter(|s| *s == "long").count(), 5);
+    assert_eq!(sources.iter().filter(|s| *s == "chat").count(), 10);
+    let first_chat = text
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|v| v["meta"]["source"] == "chat")
+        .unwrap();
+    assert_eq!(
+        first_chat["messages"][1],
+        serde_json::json!({"role": "assistant", "content": "hello"}),
+        "ShareGPT became messages"
+    );
+    // The mix is valid training input.
+    ok(d.path(), &["stats", "--data", "mix.jsonl"]);
+    assert!(fails(d.path(), &["data", "mix", "long.jsonl:x", "--out", "m.jsonl"]).contains("weight"));
+}

@@ -113,3 +113,90 @@ pub fn fetch(a: &FetchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub struct MixArgs {
+    /// Inputs as PATH:WEIGHT (weight 1 = every record once, 0.5 = a random half, 2.5 = every
+    /// record twice plus a random half); any supported format (messages, ShareGPT, Alpaca).
+    #[arg(required = true)]
+    pub inputs: Vec<String>,
+    /// Output .jsonl in the messages format, with `meta.source` (the input's own, else its file stem).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Skip (and count) bad records instead of stopping at the first.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How many copies of each of `n` records a weight asks for: ⌊w⌋ of each, plus a seeded random
+/// ⌊(w − ⌊w⌋)·n⌉ of them once more.
+fn mix_counts(n: usize, weight: f64, g: &mut crate::batch::rng::SplitMix64) -> Vec<usize> {
+    let whole = weight.floor() as usize;
+    let mut counts = vec![whole; n];
+    let extra = ((weight - weight.floor()) * n as f64).round() as usize;
+    let mut order: Vec<usize> = (0..n).collect();
+    g.shuffle(&mut order);
+    for &i in order.iter().take(extra) {
+        counts[i] += 1;
+    }
+    counts
+}
+
+pub fn mix(a: &MixArgs) -> anyhow::Result<()> {
+    use crate::data::Example;
+    let mut g = crate::batch::rng::SplitMix64::new(a.seed);
+    let mut out: Vec<Example> = Vec::new();
+    let mut report = Vec::new();
+    for spec in &a.inputs {
+        let (path, weight) = match spec.rsplit_once(':') {
+            Some((p, w)) => match w.parse::<f64>() {
+                Ok(w) if w >= 0.0 && w.is_finite() => (PathBuf::from(p), w),
+                _ => anyhow::bail!("{spec}: the weight after ':' must be a number ≥ 0"),
+            },
+            None => (PathBuf::from(spec), 1.0),
+        };
+        let r = crate::data::read_file(&path, None, a.skip_invalid)?;
+        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let counts = mix_counts(r.examples.len(), weight, &mut g);
+        let mut taken = 0;
+        for ((_, ex), &c) in r.examples.iter().zip(&counts) {
+            for _ in 0..c {
+                let mut ex = ex.clone();
+                ex.source = ex.source.or_else(|| Some(stem.clone()));
+                out.push(ex);
+                taken += 1;
+            }
+        }
+        report.push(serde_json::json!({
+            "input": path, "weight": weight, "records": r.examples.len(),
+            "skipped": r.skipped.len(), "taken": taken,
+        }));
+    }
+    g.shuffle(&mut out);
+    crate::util::write_atomic(&a.out, crate::data::synth::to_jsonl(&out).as_bytes())?;
+    let summary = serde_json::json!({"out": a.out, "examples": out.len(), "seed": a.seed, "inputs": report});
+    if a.json {
+        println!("{summary}");
+    } else {
+        let mut t = super::table::Table::new(
+            ["input", "weight", "records", "skipped", "taken"].map(String::from).to_vec(),
+        );
+        for r in &report {
+            t.row(vec![
+                r["input"].as_str().unwrap_or("").to_string(),
+                r["weight"].to_string(),
+                r["records"].to_string(),
+                r["skipped"].to_string(),
+                r["taken"].to_string(),
+            ]);
+        }
+        print!("{}", t.render());
+        println!("wrote {} examples (shuffled, seed {}) to {}", out.len(), a.seed, a.out.display());
+    }
+    Ok(())
+}
