@@ -251,3 +251,42 @@ fn data_mix_weights_sources_and_normalises_formats() {
     ok(d.path(), &["stats", "--data", "mix.jsonl"]);
     assert!(fails(d.path(), &["data", "mix", "long.jsonl:x", "--out", "m.jsonl"]).contains("weight"));
 }
+
+/// `data dedupe`: edited and exact copies of a long document are dropped, others kept.
+#[test]
+fn data_dedupe_drops_edited_and_exact_copies() {
+    let d = tempfile::tempdir().unwrap();
+    let doc = |seed: u64| -> String {
+        let mut x = seed;
+        (0..2000)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                format!("w{}", (x >> 33) % 1500)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (a, b) = (doc(1), doc(2));
+    let edited = format!("Preface added. {}", a.replacen("w", "v", 3));
+    let rec = |text: &str| {
+        serde_json::json!({"messages": [{"role": "user", "content": format!("{text}\nSummarise.")},
+                                        {"role": "assistant", "content": "A summary."}]})
+        .to_string()
+            + "\n"
+    };
+    let file = [rec(&a), rec(&b), rec(&edited), rec(&a)].concat();
+    std::fs::write(d.path().join("docs.jsonl"), file).unwrap();
+    let v: Value = serde_json::from_str(&ok(
+        d.path(),
+        &["data", "dedupe", "--data", "docs.jsonl", "--out", "kept.jsonl", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        (v["kept"].as_u64(), v["exact_duplicates"].as_u64(), v["near_duplicates"].as_u64()),
+        (Some(2), Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["dropped"][0]["line"], 3);
+    assert_eq!(v["dropped"][0]["duplicate_of_line"], 1);
+    assert_eq!(std::fs::read_to_string(d.path().join("kept.jsonl")).unwrap().lines().count(), 2);
+}

@@ -200,3 +200,80 @@ pub fn mix(a: &MixArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[derive(clap::Args, Debug)]
+pub struct DedupeArgs {
+    /// Input data (any supported format).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output .jsonl (messages format) with the first of each duplicate group kept.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Estimated Jaccard similarity (word 5-gram MinHash) at or above which records are duplicates.
+    #[arg(long, default_value_t = 0.8)]
+    pub threshold: f64,
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Drops exact and near-duplicate records (compared on all their message text).
+pub fn dedupe(a: &DedupeArgs) -> anyhow::Result<()> {
+    use crate::data::dedupe::{DedupeConfig, find_duplicates};
+    if !(0.0..=1.0).contains(&a.threshold) {
+        anyhow::bail!("--threshold must be within 0–1");
+    }
+    let r = crate::data::read_file(&a.data, None, a.skip_invalid)?;
+    let texts: Vec<String> = r
+        .examples
+        .iter()
+        .map(|(_, e)| e.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let dups = find_duplicates(&refs, &DedupeConfig { threshold: a.threshold, ..DedupeConfig::default() });
+    let dropped: std::collections::HashSet<usize> = dups.iter().map(|d| d.index).collect();
+    let kept: Vec<crate::data::Example> = r
+        .examples
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(i))
+        .map(|(_, (_, e))| e.clone())
+        .collect();
+    crate::util::write_atomic(&a.out, crate::data::synth::to_jsonl(&kept).as_bytes())?;
+    let line_of = |i: usize| r.examples[i].0;
+    let report = serde_json::json!({
+        "records": r.examples.len(),
+        "kept": kept.len(),
+        "exact_duplicates": dups.iter().filter(|d| d.exact).count(),
+        "near_duplicates": dups.iter().filter(|d| !d.exact).count(),
+        "skipped_invalid": r.skipped.len(),
+        "dropped": dups.iter().map(|d| serde_json::json!({
+            "line": line_of(d.index), "duplicate_of_line": line_of(d.of),
+            "similarity": d.similarity, "exact": d.exact,
+        })).collect::<Vec<_>>(),
+    });
+    if a.json {
+        println!("{report}");
+    } else {
+        println!(
+            "{} records: kept {}, dropped {} exact and {} near duplicates (threshold {}) → {}",
+            r.examples.len(),
+            kept.len(),
+            report["exact_duplicates"],
+            report["near_duplicates"],
+            a.threshold,
+            a.out.display()
+        );
+        for d in &dups {
+            println!(
+                "  line {} duplicates line {} ({})",
+                line_of(d.index),
+                line_of(d.of),
+                if d.exact { "exact".to_string() } else { format!("similarity {:.2}", d.similarity) }
+            );
+        }
+    }
+    Ok(())
+}

@@ -66,6 +66,8 @@ pub enum DataCommand {
     SynthCustom(dataset::SynthCustomArgs),
     /// Mix datasets with per-source weights (LongAlign's long + general mix) into one messages file.
     Mix(dataset::MixArgs),
+    /// Drop exact and near-duplicate records (MinHash over word 5-grams).
+    Dedupe(dataset::DedupeArgs),
     /// Download public evaluation data into a verified cache (`longbench-chat`).
     Fetch(dataset::FetchArgs),
     /// Write a LongAlign-like lengths file (long documents 8k–64k + short chats) for `plan --lengths`.
@@ -168,6 +170,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Data(DataCommand::Lengths(a))) => dataset::lengths(&a),
         Some(Command::Data(DataCommand::Fetch(a))) => dataset::fetch(&a),
         Some(Command::Data(DataCommand::Mix(a))) => dataset::mix(&a),
+        Some(Command::Data(DataCommand::Dedupe(a))) => dataset::dedupe(&a),
         Some(Command::Data(DataCommand::SynthCustom(a))) => dataset::synth_custom(&a),
         Some(Command::Generate(a)) => generate::run(&a),
         Some(Command::Serve(a)) => serve::run(&a),

@@ -7,6 +7,7 @@
 
 pub mod builtin;
 pub mod dataset;
+pub mod dedupe;
 pub mod formats;
 pub mod synth;
 pub mod template;
