@@ -63,12 +63,8 @@ pub struct NeedleArgs {
     /// Output folder: needle.jsonl (cache), grid.json, heatmap.png, heatmap.svg.
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 600.0)]
-    pub timeout_s: f64,
-    #[arg(long, default_value_t = 6)]
-    pub retries: u32,
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub http: HttpArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -121,18 +117,8 @@ pub struct LongBenchChatArgs {
     /// Judge attempts per answer when the reply has no [[rating]].
     #[arg(long, default_value_t = 5)]
     pub judge_tries: u32,
-    /// Requests in flight at once (each endpoint).
-    #[arg(long, default_value_t = 4)]
-    pub concurrency: usize,
-    /// HTTP retries per request (429, 5xx, timeouts), with exponential backoff and jitter.
-    #[arg(long, default_value_t = 6)]
-    pub retries: u32,
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 600.0)]
-    pub timeout_s: f64,
-    /// First backoff in seconds (doubles per retry).
-    #[arg(long, default_value_t = 1.0)]
-    pub backoff_s: f64,
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Only the first N questions.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -148,13 +134,33 @@ pub fn run(cmd: &EvalCommand) -> anyhow::Result<()> {
     }
 }
 
-fn client(a: &LongBenchChatArgs, url: &str, model: &str, key_env: &str) -> anyhow::Result<Client> {
-    let mut c = ClientConfig::new(url, model).with_key_from_env(key_env);
-    c.timeout = Duration::from_secs_f64(a.timeout_s);
-    c.max_retries = a.retries;
-    c.backoff = Duration::from_secs_f64(a.backoff_s);
-    c.concurrency = a.concurrency;
-    Client::new(c)
+/// How hard the HTTP client tries (every endpoint of an evaluation).
+#[derive(Args, Debug)]
+pub struct HttpArgs {
+    /// Requests in flight at once (each endpoint).
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// HTTP retries per request (429, 5xx, timeouts), with exponential backoff and jitter.
+    #[arg(long, default_value_t = 6)]
+    pub retries: u32,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 600.0)]
+    pub timeout_s: f64,
+    /// First backoff in seconds (doubles per retry).
+    #[arg(long, default_value_t = 1.0)]
+    pub backoff_s: f64,
+}
+
+impl HttpArgs {
+    /// A client for `url` serving `model`, its key read from the environment variable `key_env`.
+    pub fn client(&self, url: &str, model: &str, key_env: &str) -> anyhow::Result<Client> {
+        let mut c = ClientConfig::new(url, model).with_key_from_env(key_env);
+        c.timeout = Duration::from_secs_f64(self.timeout_s);
+        c.max_retries = self.retries;
+        c.backoff = Duration::from_secs_f64(self.backoff_s);
+        c.concurrency = self.concurrency;
+        Client::new(c)
+    }
 }
 
 fn longbench_chat(a: &LongBenchChatArgs) -> anyhow::Result<()> {
@@ -189,7 +195,7 @@ fn longbench_chat(a: &LongBenchChatArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            Some((client(a, url, model, &a.api_key_env)?, JudgeTemplate::read(tp)?, shots))
+            Some((a.http.client(url, model, &a.api_key_env)?, JudgeTemplate::read(tp)?, shots))
         }
         _ => None,
     };
@@ -231,7 +237,7 @@ fn longbench_chat(a: &LongBenchChatArgs) -> anyhow::Result<()> {
             }
         });
     } else if let (Some(url), Some(model)) = (&a.endpoint, &a.endpoint_model) {
-        let answerer = client(a, url, model, &a.endpoint_api_key_env)?;
+        let answerer = a.http.client(url, model, &a.endpoint_api_key_env)?;
         rt.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             for c in &todo {
@@ -465,11 +471,7 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
             }
         });
     } else if let (Some(url), Some(model)) = (&a.endpoint, &a.endpoint_model) {
-        let mut c = ClientConfig::new(url, model).with_key_from_env(&a.endpoint_api_key_env);
-        c.timeout = Duration::from_secs_f64(a.timeout_s);
-        c.max_retries = a.retries;
-        c.concurrency = a.concurrency;
-        let cl = Client::new(c)?;
+        let cl = a.http.client(url, model, &a.endpoint_api_key_env)?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         rt.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
@@ -506,11 +508,7 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
         );
     }
     if let (Some(url), Some(model)) = (&a.judge_url, &a.judge_model) {
-        let mut c = ClientConfig::new(url, model).with_key_from_env(&a.api_key_env);
-        c.timeout = Duration::from_secs_f64(a.timeout_s);
-        c.max_retries = a.retries;
-        c.concurrency = a.concurrency;
-        let judge = Client::new(c)?;
+        let judge = a.http.client(url, model, &a.api_key_env)?;
         let pending: Vec<Cell> =
             cache.entries.values().filter(|c| c.judge_score.is_none()).cloned().collect();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -216,7 +216,7 @@ fn turns(
 }
 
 /// A string, or OpenAI's list of parts where every part is `{"type":"text","text":…}`.
-fn text_content(v: Option<&Value>) -> Result<String, String> {
+pub fn text_content(v: Option<&Value>) -> Result<String, String> {
     match v {
         None => Err("missing".into()),
         Some(Value::String(s)) => Ok(s.clone()),

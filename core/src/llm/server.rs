@@ -133,23 +133,8 @@ fn parse_request(v: &Value, max_new_tokens: usize) -> Result<(Vec<Message>, Chat
             Some(r) => return Err(format!("messages[{i}].role: unsupported role {r:?}")),
             None => return Err(format!("messages[{i}].role: missing")),
         };
-        let content = match m.get("content") {
-            Some(Value::String(s)) => s.clone(),
-            // Text parts: [{"type":"text","text":...}, …]
-            Some(Value::Array(parts)) => {
-                let mut s = String::new();
-                for (j, p) in parts.iter().enumerate() {
-                    match (p.get("type").and_then(Value::as_str), p.get("text").and_then(Value::as_str)) {
-                        (Some("text"), Some(t)) => s.push_str(t),
-                        _ => {
-                            return Err(format!("messages[{i}].content[{j}]: only text parts are supported"));
-                        }
-                    }
-                }
-                s
-            }
-            _ => return Err(format!("messages[{i}].content: expected a string or text parts")),
-        };
+        let content = crate::data::formats::text_content(m.get("content"))
+            .map_err(|e| format!("messages[{i}].content: {e}"))?;
         messages.push(Message::new(role, content));
     }
     let num = |k: &str| v.get(k).filter(|x| !x.is_null());
