@@ -329,25 +329,41 @@ pub struct Attention<B: Backend> {
 }
 
 impl<B: Backend> Attention<B> {
+    /// Queries, keys and values with rotary applied to q and k.
+    ///
+    /// # Shapes
+    /// - x: `[b, l, hidden]` → q `[b, heads, l, head_dim]`, k and v `[b, kv_heads, l, head_dim]`
+    fn qkv(&self, x: Tensor<B, 3>, rotary: &Rotary<B>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, l, _] = x.dims();
+        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x.clone()).reshape([b, l, h, hd]).swap_dims(1, 2);
+        let k = self.k_proj.forward(x.clone()).reshape([b, l, kv, hd]).swap_dims(1, 2);
+        let v = self.v_proj.forward(x).reshape([b, l, kv, hd]).swap_dims(1, 2);
+        (rotary.apply(q), rotary.apply(k), v)
+    }
+
+    /// Each KV head serves heads / kv_heads query heads: repeat it so shapes line up with q.
+    ///
+    /// # Shapes
+    /// - t: `[b, kv_heads, l, head_dim]` → `[b, heads, l, head_dim]`
+    fn repeat_kv(&self, t: Tensor<B, 4>) -> Tensor<B, 4> {
+        let (h, kv) = (self.n_heads, self.n_kv_heads);
+        if h == kv {
+            return t;
+        }
+        let [b, _, l, hd] = t.dims();
+        t.reshape([b, kv, 1, l, hd]).repeat_dim(2, h / kv).reshape([b, h, l, hd])
+    }
+
     /// # Shapes
     /// - x: `[batch, seq, hidden]`
     /// - mask: `[batch, 1, seq, seq]`, true = masked
     /// - output: `[batch, seq, hidden]`
     pub fn forward(&self, x: Tensor<B, 3>, rotary: &Rotary<B>, ctx: &AttnContext<B>) -> Tensor<B, 3> {
         let [b, l, _] = x.dims();
-        let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, l, h, hd]).swap_dims(1, 2); // [b, h, l, hd]
-        let k = self.k_proj.forward(x.clone()).reshape([b, l, kv, hd]).swap_dims(1, 2); // [b, kv, l, hd]
-        let v = self.v_proj.forward(x).reshape([b, l, kv, hd]).swap_dims(1, 2); // [b, kv, l, hd]
-        let (q, k) = (rotary.apply(q), rotary.apply(k));
-        // Each KV head serves h / kv query heads: repeat it so shapes line up with q.
-        let repeat = |t: Tensor<B, 4>| -> Tensor<B, 4> {
-            if h == kv {
-                return t;
-            }
-            t.reshape([b, kv, 1, l, hd]).repeat_dim(2, h / kv).reshape([b, h, l, hd])
-        };
-        let (k, v) = (repeat(k), repeat(v));
+        let (h, hd) = (self.n_heads, self.head_dim);
+        let (q, k, v) = self.qkv(x, rotary); // [b, h, l, hd], [b, kv, l, hd] ×2
+        let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let out = match ctx {
             AttnContext::Reference(mask) => attend(q, k, v, mask.clone()), // [b, h, l, hd]
             AttnContext::Segmented { segments, row_len, bucket, masks } => {
@@ -399,23 +415,13 @@ impl<B: Backend> Attention<B> {
     ) -> Tensor<B, 3> {
         let [_, n, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([1, n, h, hd]).swap_dims(1, 2); // [1, h, n, hd]
-        let k = self.k_proj.forward(x.clone()).reshape([1, n, kv, hd]).swap_dims(1, 2); // [1, kv, n, hd]
-        let v = self.v_proj.forward(x).reshape([1, n, kv, hd]).swap_dims(1, 2);
-        let (q, k) = (rotary.apply(q), rotary.apply(k));
+        let (q, k, v) = self.qkv(x, rotary); // [1, h, n, hd], [1, kv, n, hd] ×2
         let t = start + n;
         let range = [0..1, 0..kv, start..t, 0..hd];
         cache.k = cache.k.clone().slice_assign(range.clone(), k);
         cache.v = cache.v.clone().slice_assign(range, v);
-        let repeat = |c: &Tensor<B, 4>| -> Tensor<B, 4> {
-            let c = c.clone().narrow(2, 0, t); // [1, kv, t, hd]
-            if h == kv {
-                c
-            } else {
-                c.reshape([1, kv, 1, t, hd]).repeat_dim(2, h / kv).reshape([1, h, t, hd])
-            }
-        };
-        let (k, v) = (repeat(&cache.k), repeat(&cache.v));
+        let k = self.repeat_kv(cache.k.clone().narrow(2, 0, t)); // [1, h, t, hd]
+        let v = self.repeat_kv(cache.v.clone().narrow(2, 0, t));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [1, h, n, t]
         let scores = match mask {
             Some(m) => scores.mask_fill(m.clone().expand([1, h, n, t]), f32::NEG_INFINITY),
