@@ -26,18 +26,8 @@ pub enum EvalCommand {
 
 #[derive(Args, Debug)]
 pub struct NeedleArgs {
-    /// Answer with this local model directory …
-    #[arg(long, conflicts_with = "endpoint")]
-    pub model: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
-    /// … or with this OpenAI-compatible base URL.
-    #[arg(long, requires = "endpoint_model")]
-    pub endpoint: Option<String>,
-    #[arg(long)]
-    pub endpoint_model: Option<String>,
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub endpoint_api_key_env: String,
+    #[command(flatten)]
+    pub answer: AnswerArgs,
     /// Tokenizer that measures context lengths (default: the model's; built-in bytes for endpoints).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -52,14 +42,9 @@ pub struct NeedleArgs {
     pub haystack: Option<PathBuf>,
     #[arg(long, default_value_t = 16)]
     pub max_new_tokens: usize,
-    /// Also rate each answer 1–10 with this judge (base URL), besides exact retrieval.
-    #[arg(long, requires = "judge_model")]
-    pub judge_url: Option<String>,
-    #[arg(long)]
-    pub judge_model: Option<String>,
-    /// Environment variable holding the judge's API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
+    /// Optionally also rate each answer 1–10 by a judge, besides exact retrieval.
+    #[command(flatten)]
+    pub judge: JudgeArgs,
     /// Output folder: needle.jsonl (cache), grid.json, heatmap.png, heatmap.svg.
     #[arg(long)]
     pub out: PathBuf,
@@ -80,27 +65,11 @@ pub struct LongBenchChatArgs {
     /// prompt_fs.txt (the official judge template, nine {} slots; default: the fetched cache).
     #[arg(long)]
     pub judge_prompt: Option<PathBuf>,
-    /// Answer with this local model directory …
-    #[arg(long, conflicts_with = "endpoint")]
-    pub model: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
-    /// … or with this OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1).
-    #[arg(long, requires = "endpoint_model")]
-    pub endpoint: Option<String>,
-    #[arg(long)]
-    pub endpoint_model: Option<String>,
-    /// Environment variable holding the answering endpoint's API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub endpoint_api_key_env: String,
-    /// Judge base URL; without one, answers get the labelled ROUGE-L fallback instead.
-    #[arg(long, requires = "judge_model")]
-    pub judge_url: Option<String>,
-    #[arg(long)]
-    pub judge_model: Option<String>,
-    /// Environment variable holding the judge's API key.
-    #[arg(long, default_value = "OPENAI_API_KEY")]
-    pub api_key_env: String,
+    #[command(flatten)]
+    pub answer: AnswerArgs,
+    /// Without a judge, answers get the labelled ROUGE-L fallback instead.
+    #[command(flatten)]
+    pub judge: JudgeArgs,
     /// Output folder: caches (predictions.jsonl, judgements.jsonl), report.md, report.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -132,6 +101,48 @@ pub fn run(cmd: &EvalCommand) -> anyhow::Result<()> {
         EvalCommand::LongbenchChat(a) => longbench_chat(a),
         EvalCommand::Needle(a) => needle(a),
     }
+}
+
+/// Who answers: a local model or an OpenAI-compatible endpoint.
+#[derive(Args, Debug)]
+pub struct AnswerArgs {
+    /// Answer with this local model directory …
+    #[arg(long, conflicts_with = "endpoint")]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// … or with this OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1).
+    #[arg(long, requires = "endpoint_model")]
+    pub endpoint: Option<String>,
+    #[arg(long)]
+    pub endpoint_model: Option<String>,
+    /// Environment variable holding the answering endpoint's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub endpoint_api_key_env: String,
+}
+
+impl AnswerArgs {
+    /// What reports call the answerer: the model directory or the endpoint's model name.
+    pub fn title(&self, otherwise: &str) -> String {
+        self.model
+            .as_ref()
+            .map(|m| m.display().to_string())
+            .or_else(|| self.endpoint_model.clone())
+            .unwrap_or_else(|| otherwise.into())
+    }
+}
+
+/// The LLM judge.
+#[derive(Args, Debug)]
+pub struct JudgeArgs {
+    /// Judge base URL (OpenAI-compatible).
+    #[arg(long, requires = "judge_model")]
+    pub judge_url: Option<String>,
+    #[arg(long)]
+    pub judge_model: Option<String>,
+    /// Environment variable holding the judge's API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
 }
 
 /// How hard the HTTP client tries (every endpoint of an evaluation).
@@ -169,7 +180,7 @@ fn longbench_chat(a: &LongBenchChatArgs) -> anyhow::Result<()> {
         cases.truncate(n);
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let judge = match (&a.judge_url, &a.judge_model) {
+    let judge = match (&a.judge.judge_url, &a.judge.judge_model) {
         (Some(url), Some(model)) => {
             // Default: the files `core-cli data fetch longbench-chat` cached.
             let cached = crate::eval::fetch::default_dir();
@@ -195,7 +206,7 @@ fn longbench_chat(a: &LongBenchChatArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            Some((a.http.client(url, model, &a.api_key_env)?, JudgeTemplate::read(tp)?, shots))
+            Some((a.http.client(url, model, &a.judge.api_key_env)?, JudgeTemplate::read(tp)?, shots))
         }
         _ => None,
     };
@@ -207,8 +218,8 @@ fn longbench_chat(a: &LongBenchChatArgs) -> anyhow::Result<()> {
     if !a.json {
         eprintln!("answers: {} cached, {} to make", cases.len() - todo.len(), todo.len());
     }
-    if let Some(model_dir) = &a.model {
-        crate::with_backend!(a.backend.as_str(), |B, device| {
+    if let Some(model_dir) = &a.answer.model {
+        crate::with_backend!(a.answer.backend.as_str(), |B, device| {
             let m = crate::infer::ChatModel::<<B as AutodiffBackend>::InnerBackend>::load(
                 model_dir, None, None, &device,
             )?;
@@ -236,8 +247,8 @@ fn longbench_chat(a: &LongBenchChatArgs) -> anyhow::Result<()> {
                 }
             }
         });
-    } else if let (Some(url), Some(model)) = (&a.endpoint, &a.endpoint_model) {
-        let answerer = a.http.client(url, model, &a.endpoint_api_key_env)?;
+    } else if let (Some(url), Some(model)) = (&a.answer.endpoint, &a.answer.endpoint_model) {
+        let answerer = a.http.client(url, model, &a.answer.endpoint_api_key_env)?;
         rt.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
             for c in &todo {
@@ -334,12 +345,7 @@ fn longbench_chat(a: &LongBenchChatArgs) -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
 
-    let title = a
-        .model
-        .as_ref()
-        .map(|m| m.display().to_string())
-        .or_else(|| a.endpoint_model.clone())
-        .unwrap_or_else(|| "cached answers".into());
+    let title = a.answer.title("cached answers");
     let r = report(&cases, &preds, &judged);
     crate::util::write_atomic(&a.out.join("report.md"), markdown(&r, &title).as_bytes())?;
     crate::util::write_atomic(&a.out.join("report.json"), serde_json::to_string_pretty(&r)?.as_bytes())?;
@@ -424,7 +430,7 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
         bail!("--depths: {d} is not a percentage (0–100)");
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let tok_dir = a.tokenizer.clone().or_else(|| a.model.clone());
+    let tok_dir = a.tokenizer.clone().or_else(|| a.answer.model.clone());
     let tok = crate::data::tokenize::ModelTokenizer::load(tok_dir.as_deref(), None)?;
     let count = |s: &str| tok.tokenizer.encode(s, false).map(|e| e.get_ids().len()).unwrap_or(s.len());
     let id = |l: usize, d: u32| (l as u64) * 1000 + d as u64;
@@ -445,8 +451,8 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
             todo.len()
         );
     }
-    if let Some(model_dir) = &a.model {
-        crate::with_backend!(a.backend.as_str(), |B, device| {
+    if let Some(model_dir) = &a.answer.model {
+        crate::with_backend!(a.answer.backend.as_str(), |B, device| {
             let m = crate::infer::ChatModel::<<B as AutodiffBackend>::InnerBackend>::load(
                 model_dir, None, None, &device,
             )?;
@@ -470,8 +476,8 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
                 cache.put(id(*l, *d), cell)?;
             }
         });
-    } else if let (Some(url), Some(model)) = (&a.endpoint, &a.endpoint_model) {
-        let cl = a.http.client(url, model, &a.endpoint_api_key_env)?;
+    } else if let (Some(url), Some(model)) = (&a.answer.endpoint, &a.answer.endpoint_model) {
+        let cl = a.http.client(url, model, &a.answer.endpoint_api_key_env)?;
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         rt.block_on(async {
             let mut tasks = tokio::task::JoinSet::new();
@@ -507,8 +513,8 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
             todo.len()
         );
     }
-    if let (Some(url), Some(model)) = (&a.judge_url, &a.judge_model) {
-        let judge = a.http.client(url, model, &a.api_key_env)?;
+    if let (Some(url), Some(model)) = (&a.judge.judge_url, &a.judge.judge_model) {
+        let judge = a.http.client(url, model, &a.judge.api_key_env)?;
         let pending: Vec<Cell> =
             cache.entries.values().filter(|c| c.judge_score.is_none()).cloned().collect();
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -571,12 +577,7 @@ fn needle(a: &NeedleArgs) -> anyhow::Result<()> {
         .collect();
     let done: Vec<f64> = grid.iter().flatten().filter_map(|x| *x).collect();
     let mean = (!done.is_empty()).then(|| done.iter().sum::<f64>() / done.len() as f64);
-    let title = a
-        .model
-        .as_ref()
-        .map(|m| m.display().to_string())
-        .or_else(|| a.endpoint_model.clone())
-        .unwrap_or_else(|| "needle".into());
+    let title = a.answer.title("needle");
     heatmap(&a.out, &format!("needle in a haystack: {title}"), &a.lengths, &a.depths, &grid)?;
     let cells: Vec<&Cell> = cache.entries.values().collect();
     let out = json!({
