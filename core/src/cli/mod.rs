@@ -1,6 +1,7 @@
 //! `core-cli`: argument parsing and printing. The work itself lives in the library modules.
 
 pub mod bench;
+pub mod build_data;
 pub mod dataset;
 pub mod eval;
 pub mod generate;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
+    /// Build long instruction data from folders of documents with Self-Instruct (any
+    /// OpenAI-compatible generator): questions of four task types, answers, resumable.
+    BuildData(build_data::BuildDataArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -175,6 +179,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Generate(a)) => generate::run(&a),
         Some(Command::Serve(a)) => serve::run(&a),
         Some(Command::Eval(c)) => eval::run(&c),
+        Some(Command::BuildData(a)) => build_data::run(&a),
         None => train::embedded_default(&train::DemoArgs {
             epochs: train::EMBEDDED_EPOCHS,
             steps: None,

@@ -5,10 +5,13 @@
 //!                                                                                        ids + targets
 //! ```
 
+pub mod build;
 pub mod builtin;
 pub mod dataset;
 pub mod dedupe;
+pub mod documents;
 pub mod formats;
+pub mod self_instruct;
 pub mod synth;
 pub mod template;
 pub mod tokenize;

@@ -216,6 +216,14 @@ impl ModelTokenizer {
         examples.par_iter().map(|ex| self.tokenize(ex)).collect()
     }
 
+    /// Tokens in a plain text (no template, no special tokens): how long a document is.
+    pub fn count(&self, text: &str) -> Result<usize, TokenizerError> {
+        // encode_fast: no offsets, which a count never needs (and which cost a third of the time).
+        let enc =
+            self.tokenizer.encode_fast(text, false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(enc.len())
+    }
+
     /// Token id of a special token text, if the vocabulary has it.
     pub fn token_id(&self, text: &str) -> Option<u32> {
         self.tokenizer.token_to_id(text)

@@ -1,0 +1,257 @@
+//! `core-cli build-data`: long instruction data from folders of documents with Self-Instruct.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+
+use crate::data::build::{BuildConfig, BuildReport, build, sidecar};
+use crate::data::dedupe::DedupeConfig;
+use crate::data::documents::Input;
+use crate::data::self_instruct::{GenSettings, Prompts};
+use crate::llm::{Client, ClientConfig};
+
+#[derive(Args, Debug)]
+pub struct BuildDataArgs {
+    /// Documents: a folder or file (.txt, .md, .jsonl with `text`, .json array), as SOURCE=PATH or
+    /// PATH (source = its name). Repeat for several sources.
+    #[arg(long = "input", required = true, value_parser = |s: &str| Input::parse(s))]
+    pub inputs: Vec<Input>,
+    /// Output .jsonl (messages + meta), appended as examples finish; report and prompts beside it.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// OpenAI-compatible base URL of the generator LLM (e.g. http://127.0.0.1:8000/v1).
+    #[arg(long, required_unless_present = "dry_run")]
+    pub endpoint: Option<String>,
+    /// The generator's model name.
+    #[arg(long, required_unless_present = "dry_run")]
+    pub model: Option<String>,
+    /// Environment variable holding the API key (never printed or written).
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    pub api_key_env: String,
+    /// Tokenizer of the model you will train (HF directory or `builtin`): lengths are measured in it.
+    #[arg(long, default_value = "builtin")]
+    pub tokenizer: PathBuf,
+    #[arg(long, default_value_t = 8000)]
+    pub min_tokens: usize,
+    #[arg(long, default_value_t = 64000)]
+    pub max_tokens: usize,
+    /// Examples to build (default: one per document that passes the filters).
+    #[arg(long)]
+    pub examples: Option<usize>,
+    /// Upsampling of longer documents: each document's expected share of the examples ∝
+    /// tokens^UPSAMPLE (0 = every document alike; 1 = proportional to length).
+    #[arg(long, default_value_t = 1.0)]
+    pub upsample: f64,
+    /// Prompt file (TOML, same shape as the built-in one, which `--print-prompts` shows).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Task type weights, e.g. `general=2,summary=1,reasoning=1,extraction=1`.
+    #[arg(long)]
+    pub task_weights: Option<String>,
+    /// Near-duplicate threshold (estimated Jaccard of word 5-grams).
+    #[arg(long, default_value_t = 0.8)]
+    pub dedupe_threshold: f64,
+    #[arg(long)]
+    pub no_dedupe: bool,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1024)]
+    pub max_question_tokens: usize,
+    /// Answers cut off at this limit (finish_reason "length") are skipped and counted.
+    #[arg(long, default_value_t = 4096)]
+    pub max_answer_tokens: usize,
+    /// Requests per step when the reply is unusable (no question list, empty answer).
+    #[arg(long, default_value_t = 3)]
+    pub tries: u32,
+    /// Jobs (documents) in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// HTTP retries per request (429, 5xx, timeouts), with exponential backoff.
+    #[arg(long, default_value_t = 6)]
+    pub retries: u32,
+    /// First backoff in seconds (doubles per retry, with jitter).
+    #[arg(long, default_value_t = 1.0)]
+    pub backoff: f64,
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Continue an existing output: finished documents are skipped, the rest run.
+    #[arg(long, conflicts_with = "overwrite")]
+    pub resume: bool,
+    /// Start an existing output again from empty.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Read, filter, dedupe and plan; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the built-in prompt file and exit.
+    #[arg(long, exclusive = true)]
+    pub print_prompts: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+    /// The report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: &BuildDataArgs) -> anyhow::Result<()> {
+    if a.print_prompts {
+        print!("{}", crate::data::self_instruct::BUILTIN_PROMPTS);
+        return Ok(());
+    }
+    let mut prompts = match &a.prompts {
+        Some(p) => Prompts::parse(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+            &p.display().to_string(),
+        )?,
+        None => Prompts::builtin(),
+    };
+    if let Some(w) = &a.task_weights {
+        prompts.set_weights(w)?;
+    }
+    if !(0.0..=1.0).contains(&a.dedupe_threshold) {
+        anyhow::bail!("--dedupe-threshold must be within 0–1");
+    }
+    let tokenizer = crate::data::ModelTokenizer::load(Some(&a.tokenizer), None)?;
+    let cfg = BuildConfig {
+        inputs: a.inputs.clone(),
+        out: a.out.clone(),
+        min_tokens: a.min_tokens,
+        max_tokens: a.max_tokens,
+        examples: a.examples,
+        upsample: a.upsample,
+        dedupe: (!a.no_dedupe)
+            .then(|| DedupeConfig { threshold: a.dedupe_threshold, ..DedupeConfig::default() }),
+        prompts,
+        generation: GenSettings {
+            temperature: a.temperature,
+            max_question_tokens: a.max_question_tokens,
+            max_answer_tokens: a.max_answer_tokens,
+            tries: a.tries,
+            seed: a.seed,
+        },
+        concurrency: a.concurrency,
+        resume: a.resume,
+        overwrite: a.overwrite,
+        dry_run: a.dry_run,
+        progress: !a.quiet && !a.json,
+    };
+    let client = match (&a.endpoint, &a.model) {
+        (Some(url), Some(model)) => {
+            let mut c = ClientConfig::new(url, model).with_key_from_env(&a.api_key_env);
+            c.timeout = Duration::from_secs(a.timeout);
+            c.max_retries = a.retries;
+            c.backoff = Duration::from_secs_f64(a.backoff.max(0.0));
+            c.concurrency = a.concurrency.max(1);
+            Some(Client::new(c)?)
+        }
+        _ => None,
+    };
+    let r = build(&cfg, &tokenizer, client.as_ref())?;
+    if a.json {
+        println!("{}", serde_json::to_string(&r)?);
+    } else {
+        print!("{}", summary(&r));
+    }
+    Ok(())
+}
+
+/// The human-readable summary.
+pub fn summary(r: &BuildReport) -> String {
+    use super::table::Table;
+    let mut s = String::new();
+    s += &format!(
+        "read {} documents ({} tokens) from {} files; {} unreadable records, {} other files ignored\n",
+        r.documents,
+        r.document_tokens,
+        r.files,
+        r.unreadable.len(),
+        r.ignored_files
+    );
+    for u in r.unreadable.iter().take(10) {
+        s += &format!("  skipped {}: {}\n", u.location, u.reason);
+    }
+    if r.unreadable.len() > 10 {
+        s += &format!("  … and {} more (see the report)\n", r.unreadable.len() - 10);
+    }
+    let mut t = Table::new(
+        ["source", "documents", "too short", "too long", "duplicates", "kept", "jobs"]
+            .map(String::from)
+            .to_vec(),
+    );
+    for (name, x) in &r.sources {
+        t.row(vec![
+            name.clone(),
+            x.documents.to_string(),
+            x.too_short.to_string(),
+            x.too_long.to_string(),
+            x.duplicates.to_string(),
+            x.kept.to_string(),
+            x.jobs.to_string(),
+        ]);
+    }
+    s += &t.render();
+    for d in r.duplicates.iter().take(10) {
+        let how = if d.exact { "exact".to_string() } else { format!("similarity {:.2}", d.similarity) };
+        s += &format!("  duplicate: {} of {} ({how})\n", d.doc_id, d.duplicate_of);
+    }
+    if r.dry_run {
+        s += &format!("dry run: {} jobs planned, nothing sent\n", r.jobs_planned);
+        return s;
+    }
+    s += &format!(
+        "jobs: {} planned, {} already done, {} run → {} written, {} skipped{}\n",
+        r.jobs_planned,
+        r.jobs_already_done,
+        r.jobs_run,
+        r.written,
+        r.skipped_jobs.len(),
+        if r.skipped.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({})",
+                r.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
+            )
+        }
+    );
+    s += &format!(
+        "spent {} requests, {} prompt + {} completion tokens; {:.1} jobs/s; {:.1} s in all\n",
+        r.requests, r.prompt_tokens, r.completion_tokens, r.jobs_per_s, r.timing.total_s
+    );
+    let o = &r.output;
+    let tasks: std::collections::BTreeSet<&String> =
+        o.by_source_task.values().flat_map(|m| m.keys()).collect();
+    let mut header = vec!["source".to_string()];
+    header.extend(tasks.iter().map(|t| t.to_string()));
+    header.push("total".into());
+    let mut t = Table::new(header);
+    for (src, m) in &o.by_source_task {
+        let mut row = vec![src.clone()];
+        row.extend(tasks.iter().map(|t| m.get(*t).copied().unwrap_or(0).to_string()));
+        row.push(m.values().sum::<usize>().to_string());
+        t.row(row);
+    }
+    s += &format!(
+        "{} now holds {} examples (mean {:.0} tokens):\n",
+        r.out.display(),
+        o.examples,
+        o.mean_tokens
+    );
+    s += &t.render();
+    let max = o.length_histogram.iter().map(|b| b.examples).max().unwrap_or(0).max(1);
+    for b in &o.length_histogram {
+        let range = match b.to {
+            Some(to) => format!("{}k–{}k", b.from / 1000, to / 1000),
+            None => format!("{}k+", b.from / 1000),
+        };
+        s += &format!("  {range:>9} {:>6} {}\n", b.examples, "█".repeat((b.examples * 40).div_ceil(max)));
+    }
+    s += &format!("report: {}\n", sidecar(&r.out, "report.json").display());
+    s
+}
