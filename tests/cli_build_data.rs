@@ -315,3 +315,42 @@ fn killed_build_resumes_without_duplicates_and_matches_an_uninterrupted_run() {
     // job, not by timing or retries.
     assert_eq!(content(&recs), full);
 }
+
+#[test]
+fn custom_task_types_from_a_prompt_file_and_the_overhead_benchmark() {
+    let d = tempfile::tempdir().unwrap();
+    corpus(d.path());
+    let (addr, _rt) = start(Arc::new(Generator::default()));
+    // The built-in file, printed, with its tasks replaced by one custom task type.
+    let builtin = ok(d.path(), &["build-data", "--print-prompts"]);
+    let head = &builtin[..builtin.find("\n[[task]]").unwrap() + 1];
+    let custom = format!(
+        "{head}[[task]]\nname = \"clauses\"\nweight = 1.0\ninstruction = \"Propose questions about the obligations each party takes on.\"\n"
+    );
+    std::fs::write(d.path().join("legal.toml"), custom).unwrap();
+    let a = args(addr, "legal.jsonl", &["--prompts", "legal.toml", "--json"]);
+    let report: Value =
+        serde_json::from_str(&ok(d.path(), &a.iter().map(String::as_str).collect::<Vec<_>>())).unwrap();
+    assert_eq!(report["written"], 10, "{report}");
+    let recs = records(&d.path().join("legal.jsonl"));
+    assert!(recs.iter().all(|r| r["meta"]["task_type"] == "clauses"));
+    assert!(
+        std::fs::read_to_string(d.path().join("legal.prompts.toml"))
+            .unwrap()
+            .contains("obligations each party")
+    );
+    // Unknown task names in --task-weights are named with the ones that exist.
+    let a = args(addr, "x.jsonl", &["--prompts", "legal.toml", "--task-weights", "summary=2"]);
+    let e = fails(d.path(), &a.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(e.contains("no task named \"summary\" (tasks: clauses)"), "{e}");
+
+    // The overhead benchmark runs end to end (tiny here; the figure in the README is 200 × 32k).
+    let b: Value = serde_json::from_str(&ok(
+        d.path(),
+        &["bench", "build-data", "--docs", "4", "--doc-tokens", "3000", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(b["written"], 4, "{b}");
+    assert!(b["documents_per_s"].as_f64().unwrap() > 0.0);
+    assert!((2800..3300).contains(&b["doc_tokens"].as_u64().unwrap()), "{b}");
+}

@@ -16,16 +16,16 @@ use crate::llm::{Client, ClientConfig};
 pub struct BuildDataArgs {
     /// Documents: a folder or file (.txt, .md, .jsonl with `text`, .json array), as SOURCE=PATH or
     /// PATH (source = its name). Repeat for several sources.
-    #[arg(long = "input", required = true, value_parser = |s: &str| Input::parse(s))]
+    #[arg(long = "input", required_unless_present = "print_prompts", value_parser = |s: &str| Input::parse(s))]
     pub inputs: Vec<Input>,
     /// Output .jsonl (messages + meta), appended as examples finish; report and prompts beside it.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "print_prompts")]
+    pub out: Option<PathBuf>,
     /// OpenAI-compatible base URL of the generator LLM (e.g. http://127.0.0.1:8000/v1).
-    #[arg(long, required_unless_present = "dry_run")]
+    #[arg(long, required_unless_present_any = ["dry_run", "print_prompts"])]
     pub endpoint: Option<String>,
     /// The generator's model name.
-    #[arg(long, required_unless_present = "dry_run")]
+    #[arg(long, required_unless_present_any = ["dry_run", "print_prompts"])]
     pub model: Option<String>,
     /// Environment variable holding the API key (never printed or written).
     #[arg(long, default_value = "OPENAI_API_KEY")]
@@ -120,7 +120,7 @@ pub fn run(a: &BuildDataArgs) -> anyhow::Result<()> {
     let tokenizer = crate::data::ModelTokenizer::load(Some(&a.tokenizer), None)?;
     let cfg = BuildConfig {
         inputs: a.inputs.clone(),
-        out: a.out.clone(),
+        out: a.out.clone().context("--out is required")?,
         min_tokens: a.min_tokens,
         max_tokens: a.max_tokens,
         examples: a.examples,
