@@ -57,7 +57,8 @@ pub fn read_lengths(path: &Path) -> anyhow::Result<Vec<Item>> {
     Ok(items)
 }
 
-fn config(args: &PlanArgs, strategy: Strategy) -> PlanConfig {
+/// The plan config `core-cli plan` uses for `strategy` under `args` (also the app's reference).
+pub fn config(args: &PlanArgs, strategy: Strategy) -> PlanConfig {
     PlanConfig {
         strategy,
         algorithm: args.algorithm,
@@ -143,10 +144,8 @@ fn describe(cfg: &PlanConfig) -> String {
     )
 }
 
-pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
-    if args.compare && args.out.is_some() {
-        bail!("--out writes one plan: use it without --compare");
-    }
+/// Plans every strategy `args` asks for: the input's description and (config, plan) pairs.
+fn plan_all(args: &PlanArgs) -> anyhow::Result<(String, Vec<(PlanConfig, Planned)>)> {
     let strategies = if args.compare {
         vec![Strategy::Naive, Strategy::Sorted, Strategy::Pack]
     } else {
@@ -178,20 +177,42 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
         let cfg = config(args, strategy);
         results.push((cfg.clone(), plan_items(items, &cfg, *pre_truncated)?));
     }
+    Ok((source, results))
+}
+
+/// The `--json` output: one strategy's stats, or all three keyed by name with `--compare`.
+fn json_of(args: &PlanArgs, results: &[(PlanConfig, Planned)]) -> anyhow::Result<serde_json::Value> {
+    let mut objs: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    for (cfg, r) in results {
+        let mut v = serde_json::to_value(&r.stats)?;
+        v["plan_seconds"] = serde_json::json!(r.seconds);
+        objs.insert(cfg.strategy.to_string(), v);
+    }
+    Ok(if args.compare {
+        serde_json::to_value(objs)?
+    } else {
+        objs.into_values().next().expect("one strategy")
+    })
+}
+
+/// What `core-cli plan … --json` prints, as a value (the app's tests compare against it).
+pub fn json(args: &PlanArgs) -> anyhow::Result<serde_json::Value> {
+    let (_, results) = plan_all(args)?;
+    json_of(args, &results)
+}
+
+pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
+    if args.compare && args.out.is_some() {
+        bail!("--out writes one plan: use it without --compare");
+    }
+    let (source, results) = plan_all(args)?;
     if let Some(out) = &args.out {
         let mut buf = Vec::new();
         results[0].1.plan.write_jsonl(&mut buf)?;
         crate::util::write_atomic(out, &buf)?;
     }
     if args.json {
-        let mut objs: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-        for (cfg, r) in &results {
-            let mut v = serde_json::to_value(&r.stats)?;
-            v["plan_seconds"] = serde_json::json!(r.seconds);
-            objs.insert(cfg.strategy.to_string(), v);
-        }
-        let v = if args.compare { serde_json::to_value(objs)? } else { objs.into_values().next().unwrap() };
-        println!("{}", serde_json::to_string(&v)?);
+        println!("{}", serde_json::to_string(&json_of(args, &results)?)?);
         return Ok(());
     }
     println!("input: {source}");

@@ -1,0 +1,157 @@
+//! Datasets as the app sees them: the bundled sample, a data file (any format `core-cli` reads,
+//! tokenized with the built-in or a model's tokenizer), or a lengths file (`plan --lengths`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use longalign::batch::{Item, Overlong};
+use longalign::data::formats::read_str;
+use longalign::data::{ModelTokenizer, TokenizedDataset, synth};
+
+/// Where a dataset came from; also how `core-cli plan` is told about it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Origin {
+    /// The embedded sample (`core-cli plan` without `--data`).
+    Sample,
+    /// `--data FILE --skip-invalid`.
+    File(PathBuf),
+    /// `--lengths FILE`.
+    Lengths(PathBuf),
+}
+
+/// Per-source counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SourceStats {
+    pub examples: usize,
+    pub tokens: u64,
+    pub target_tokens: u64,
+}
+
+/// A loaded dataset with what the Data view shows.
+pub struct Loaded {
+    pub origin: Origin,
+    pub name: String,
+    /// Tokenized examples (None for a lengths file).
+    pub dataset: Option<TokenizedDataset>,
+    pub tokenizer: ModelTokenizer,
+    /// Full (untruncated) lengths, for lengths files.
+    lengths: Vec<Item>,
+    pub sources: BTreeMap<String, SourceStats>,
+    pub formats: Vec<(String, usize)>,
+    /// Invalid records, `line N: field: reason`, in file order.
+    pub invalid: Vec<String>,
+}
+
+impl Loaded {
+    /// The bundled sample, tokenized with the built-in tokenizer.
+    pub fn sample() -> anyhow::Result<Self> {
+        let tok = ModelTokenizer::builtin();
+        let report = read_str("<embedded sample>", synth::TRAIN_JSONL, None, true)?;
+        let ds = TokenizedDataset::from_report("<embedded sample>", report, true, &tok)?;
+        Ok(Self::from_dataset(Origin::Sample, "bundled sample".into(), ds, tok))
+    }
+
+    /// A data file, or a lengths file when the name ends in `.txt` or `.lengths`.
+    pub fn open(path: &Path, tokenizer: Option<&Path>) -> anyhow::Result<Self> {
+        let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if ext == "txt" || ext == "lengths" {
+            let items = longalign::cli::plan::read_lengths(path)?;
+            let mut sources = BTreeMap::new();
+            let s: &mut SourceStats = sources.entry("(lengths file)".to_string()).or_default();
+            for it in &items {
+                s.examples += 1;
+                s.tokens += it.total as u64;
+                s.target_tokens += it.target as u64;
+            }
+            return Ok(Self {
+                origin: Origin::Lengths(path.to_path_buf()),
+                name,
+                dataset: None,
+                tokenizer: ModelTokenizer::builtin(),
+                lengths: items,
+                sources,
+                formats: vec![("lengths".into(), 0)],
+                invalid: Vec::new(),
+            });
+        }
+        let tok = ModelTokenizer::load(tokenizer, None)?;
+        let ds = TokenizedDataset::load(path, None, true, &tok)?;
+        Ok(Self::from_dataset(Origin::File(path.to_path_buf()), name, ds, tok))
+    }
+
+    fn from_dataset(origin: Origin, name: String, ds: TokenizedDataset, tokenizer: ModelTokenizer) -> Self {
+        let mut sources: BTreeMap<String, SourceStats> = BTreeMap::new();
+        for (ex, t) in ds.examples.iter().zip(&ds.tokens) {
+            let s = sources.entry(ex.source.clone().unwrap_or_else(|| "(none)".into())).or_default();
+            s.examples += 1;
+            s.tokens += t.len() as u64;
+            s.target_tokens += t.target_count() as u64;
+        }
+        let formats = ds.formats.iter().map(|(f, n)| (f.as_str().to_string(), *n)).collect();
+        let invalid =
+            ds.skipped.iter().map(|e| format!("line {}: {}: {}", e.line, e.field, e.message)).collect();
+        Self { origin, name, dataset: Some(ds), tokenizer, lengths: Vec::new(), sources, formats, invalid }
+    }
+
+    pub fn len(&self) -> usize {
+        self.dataset.as_ref().map_or(self.lengths.len(), |d| d.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (total, target) tokens of every sequence, untruncated.
+    pub fn lengths(&self) -> Vec<(u32, u32)> {
+        match &self.dataset {
+            Some(d) => d.tokens.iter().map(|t| (t.len() as u32, t.target_count() as u32)).collect(),
+            None => self.lengths.iter().map(|i| (i.total, i.target)).collect(),
+        }
+    }
+
+    /// Planner items under a length limit, exactly as `core-cli plan` makes them: a tokenized
+    /// dataset truncates with its exact target mask (the count is returned); a lengths file is
+    /// handed to the planner whole.
+    pub fn items(&self, limit: Option<u32>) -> (Vec<Item>, usize) {
+        match &self.dataset {
+            Some(d) => d.items(limit, Overlong::Truncate),
+            None => (self.lengths.clone(), 0),
+        }
+    }
+
+    /// The `core-cli plan` arguments that name this dataset.
+    pub fn cli_args(&self) -> Vec<String> {
+        match &self.origin {
+            Origin::Sample => Vec::new(),
+            Origin::File(p) => {
+                let mut a = vec!["--data".into(), p.display().to_string(), "--skip-invalid".into()];
+                if self.tokenizer.name != "builtin" {
+                    a.extend(["--tokenizer".into(), self.tokenizer.name.clone()]);
+                }
+                a
+            }
+            Origin::Lengths(p) => vec!["--lengths".into(), p.display().to_string()],
+        }
+    }
+}
+
+/// Log2 histogram bins of sequence lengths: (lower bound, count), from 64 up.
+pub fn histogram(lengths: &[(u32, u32)]) -> Vec<(u32, usize)> {
+    let max = lengths.iter().map(|l| l.0).max().unwrap_or(1);
+    let mut bins: Vec<(u32, usize)> = Vec::new();
+    let mut lo = 64u32;
+    bins.push((0, 0));
+    while lo <= max {
+        bins.push((lo, 0));
+        lo = lo.saturating_mul(2);
+        if lo == u32::MAX {
+            break;
+        }
+    }
+    for &(t, _) in lengths {
+        let i = bins.iter().rposition(|&(b, _)| t >= b).unwrap_or(0);
+        bins[i].1 += 1;
+    }
+    bins
+}

@@ -1,0 +1,262 @@
+//! LongAlign-rs desktop app: open a dataset, see it, and see what naive, sorted and packed
+//! batching do to it — side by side, row by row — and what LongAlign's loss weighting does to
+//! one step's loss.
+//!
+//! The app holds no planning or data logic of its own: datasets load through `longalign::data`,
+//! and every plan is made from a `core-cli plan` command line (shown under it) by the CLI's parser
+//! and planner, so the figures on screen are the CLI's.
+//!
+//! [`AppState::ui`] draws everything into a `Ui`: the native window (`main.rs`) and the headless
+//! UI tests (`tests/app_ui.rs`, egui_kittest) drive the same function.
+
+pub mod data;
+pub mod plans;
+mod view_data;
+mod view_plan;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use data::Loaded;
+use longalign::batch::Strategy;
+use plans::{Planned, Settings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tab {
+    Data,
+    Plan,
+}
+
+/// Which plans the visualiser shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    SideBySide,
+    One(Strategy),
+}
+
+/// Frame-time readout: the UI's own build time and the interval between frames.
+#[derive(Default)]
+pub struct FrameTimes {
+    last_frame: Option<Instant>,
+    intervals: std::collections::VecDeque<f64>,
+    builds: std::collections::VecDeque<f64>,
+}
+
+impl FrameTimes {
+    fn push(q: &mut std::collections::VecDeque<f64>, v: f64) {
+        if q.len() == 120 {
+            q.pop_front();
+        }
+        q.push_back(v);
+    }
+
+    fn mean(q: &std::collections::VecDeque<f64>) -> f64 {
+        if q.is_empty() { 0.0 } else { q.iter().sum::<f64>() / q.len() as f64 }
+    }
+
+    /// Mean UI build time (ms) and mean frame interval (ms) over the last 120 frames.
+    pub fn summary(&self) -> (f64, f64) {
+        (Self::mean(&self.builds) * 1e3, Self::mean(&self.intervals) * 1e3)
+    }
+}
+
+pub struct AppState {
+    pub data: Option<Loaded>,
+    pub settings: Settings,
+    pub plans: Vec<Planned>,
+    pub tab: Tab,
+    pub focus: Focus,
+    pub error: Option<String>,
+    /// The path field of the top bar.
+    pub path_input: String,
+    /// Tokenizer directory for data files (empty = built-in).
+    pub tokenizer_input: String,
+    /// Example shown in the Data view's inspector.
+    pub inspect: usize,
+    /// Step shown in the loss-weight view.
+    pub weight_step: usize,
+    /// Repaint continuously (to measure frame rate).
+    pub continuous: bool,
+    /// Show the frame-time readout (snapshot tests turn it off: timings differ run to run).
+    pub timing_readout: bool,
+    pub frames: FrameTimes,
+    planned_for: Option<Settings>,
+}
+
+impl Default for AppState {
+    fn default() -> Self {
+        Self {
+            data: None,
+            settings: Settings::default(),
+            plans: Vec::new(),
+            tab: Tab::Plan,
+            focus: Focus::SideBySide,
+            error: None,
+            path_input: String::new(),
+            tokenizer_input: String::new(),
+            inspect: 0,
+            weight_step: 0,
+            continuous: false,
+            timing_readout: true,
+            frames: FrameTimes::default(),
+            planned_for: None,
+        }
+    }
+}
+
+impl AppState {
+    /// The app with the bundled sample loaded.
+    pub fn with_sample() -> Self {
+        let mut s = Self::default();
+        s.load_sample();
+        s
+    }
+
+    pub fn load_sample(&mut self) {
+        self.set_data(Loaded::sample());
+    }
+
+    /// Opens a data file (or lengths file) with the tokenizer in the tokenizer field.
+    pub fn open(&mut self, path: PathBuf) {
+        let tok =
+            (!self.tokenizer_input.trim().is_empty()).then(|| PathBuf::from(self.tokenizer_input.trim()));
+        self.path_input = path.display().to_string();
+        self.set_data(Loaded::open(&path, tok.as_deref()));
+    }
+
+    fn set_data(&mut self, r: anyhow::Result<Loaded>) {
+        match r {
+            Ok(d) => {
+                self.data = Some(d);
+                self.error = None;
+                self.inspect = 0;
+                self.weight_step = 0;
+                self.planned_for = None;
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
+        }
+    }
+
+    /// Re-plans when the settings or the data changed.
+    pub fn replan(&mut self) {
+        let Some(d) = &self.data else { return };
+        if self.planned_for.as_ref() == Some(&self.settings) {
+            return;
+        }
+        match plans::plan_all(d, &self.settings) {
+            Ok(p) => {
+                self.plans = p;
+                self.error = None;
+            }
+            Err(e) => {
+                self.plans.clear();
+                self.error = Some(format!("{e:#}"));
+            }
+        }
+        self.planned_for = Some(self.settings.clone());
+    }
+
+    /// Draws the whole app.
+    pub fn ui(&mut self, ui: &mut egui::Ui) {
+        let t0 = Instant::now();
+        let now = Instant::now();
+        if let Some(last) = self.frames.last_frame.replace(now) {
+            FrameTimes::push(&mut self.frames.intervals, (now - last).as_secs_f64());
+        }
+        let dropped: Vec<PathBuf> =
+            ui.ctx().input(|i| i.raw.dropped_files.iter().filter_map(|f| f.path.clone()).collect());
+        if let Some(p) = dropped.into_iter().next() {
+            self.open(p);
+        }
+        self.replan();
+
+        egui::Panel::top("top").show(ui, |ui| self.top_bar(ui));
+        egui::CentralPanel::default_margins().show(ui, |ui| {
+            if let Some(e) = &self.error {
+                ui.colored_label(egui::Color32::from_rgb(200, 60, 60), e);
+            }
+            if self.data.is_none() {
+                ui.label("Open a dataset (messages / ShareGPT / Alpaca .jsonl or .json, or a lengths .txt), drop one here, or use the bundled sample.");
+                return;
+            }
+            match self.tab {
+                Tab::Data => view_data::show(self, ui),
+                Tab::Plan => view_plan::show(self, ui),
+            }
+        });
+        FrameTimes::push(&mut self.frames.builds, t0.elapsed().as_secs_f64());
+        if self.continuous {
+            ui.ctx().request_repaint();
+        }
+    }
+
+    fn top_bar(&mut self, ui: &mut egui::Ui) {
+        ui.horizontal(|ui| {
+            ui.strong("LongAlign-rs");
+            ui.separator();
+            ui.selectable_value(&mut self.tab, Tab::Data, "Data");
+            ui.selectable_value(&mut self.tab, Tab::Plan, "Plan");
+            ui.separator();
+            if ui.button("Sample").on_hover_text("the bundled sample dataset").clicked() {
+                self.load_sample();
+            }
+            ui.add(egui::TextEdit::singleline(&mut self.path_input).hint_text("path to .jsonl / .json / lengths .txt").desired_width(260.0));
+            ui.add(egui::TextEdit::singleline(&mut self.tokenizer_input).hint_text("tokenizer dir (built-in)").desired_width(150.0));
+            if ui.button("Open").clicked() && !self.path_input.trim().is_empty() {
+                let p = PathBuf::from(self.path_input.trim());
+                self.open(p);
+            }
+            if !self.timing_readout {
+                return;
+            }
+            ui.separator();
+            ui.checkbox(&mut self.continuous, "measure fps");
+            let (build, interval) = self.frames.summary();
+            let fps = if interval > 0.0 { 1000.0 / interval } else { 0.0 };
+            ui.label(format!("ui {build:.1} ms · frame {interval:.1} ms ({fps:.0} fps)"))
+                .on_hover_text("mean over the last 120 frames: time to build this UI, and time between frames (tick 'measure fps' to repaint continuously)");
+        });
+    }
+}
+
+/// The native window: the same [`AppState`] inside eframe.
+pub struct NativeApp {
+    pub state: AppState,
+    /// Save a screenshot here after `screenshot_after` frames, then close.
+    pub screenshot: Option<(PathBuf, u32)>,
+    frame: u32,
+}
+
+impl NativeApp {
+    pub fn new(state: AppState, screenshot: Option<(PathBuf, u32)>) -> Self {
+        Self { state, screenshot, frame: 0 }
+    }
+}
+
+impl eframe::App for NativeApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.state.ui(ui);
+        self.frame += 1;
+        if let Some((path, after)) = &self.screenshot {
+            let shot = ui.ctx().input(|i| {
+                i.events.iter().find_map(|e| match e {
+                    egui::Event::Screenshot { image, .. } => Some(image.clone()),
+                    _ => None,
+                })
+            });
+            if let Some(image) = shot {
+                let [w, h] = image.size;
+                let rgba: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
+                if let Some(buf) = image::RgbaImage::from_raw(w as u32, h as u32, rgba)
+                    && let Err(e) = buf.save(path)
+                {
+                    eprintln!("saving {}: {e}", path.display());
+                }
+                ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
+            } else if self.frame == *after {
+                ui.ctx().send_viewport_cmd(egui::ViewportCommand::Screenshot(egui::UserData::default()));
+            }
+            ui.ctx().request_repaint();
+        }
+    }
+}

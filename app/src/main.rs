@@ -1,0 +1,73 @@
+//! `longalign-app`: the native window.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use longalign_app::{AppState, Focus, NativeApp, Tab};
+
+#[derive(Parser, Debug)]
+#[command(name = "longalign-app", about = "LongAlign-rs: see your data and what batching does to it")]
+struct Args {
+    /// Dataset to open (.jsonl / .json records, or a lengths .txt); default: the bundled sample.
+    data: Option<PathBuf>,
+    /// Tokenizer directory for data files (default: built-in).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Start on this tab: data or plan.
+    #[arg(long, default_value = "plan")]
+    tab: String,
+    /// Show one strategy (naive, sorted, pack) instead of all three.
+    #[arg(long)]
+    only: Option<String>,
+    /// Pack row capacity / longest sequence.
+    #[arg(long)]
+    max_tokens: Option<u32>,
+    /// Repaint continuously (the top bar then reads out the frame rate).
+    #[arg(long)]
+    measure: bool,
+    /// Save a PNG of the window after `--frames` frames, then quit.
+    #[arg(long)]
+    screenshot: Option<PathBuf>,
+    #[arg(long, default_value_t = 5)]
+    frames: u32,
+    #[arg(long, default_value_t = 1400.0)]
+    width: f32,
+    #[arg(long, default_value_t = 900.0)]
+    height: f32,
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    let mut state = AppState::default();
+    if let Some(t) = &a.tokenizer {
+        state.tokenizer_input = t.display().to_string();
+    }
+    match &a.data {
+        Some(p) => state.open(p.clone()),
+        None => state.load_sample(),
+    }
+    if let Some(e) = &state.error {
+        anyhow::bail!("{e}");
+    }
+    state.tab = if a.tab == "data" { Tab::Data } else { Tab::Plan };
+    if let Some(s) = &a.only {
+        state.focus = Focus::One(s.parse().map_err(|e: String| anyhow::anyhow!("--only: {e}"))?);
+    }
+    if let Some(m) = a.max_tokens {
+        state.settings.max_tokens = m;
+    }
+    state.continuous = a.measure;
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_inner_size([a.width, a.height])
+            .with_title("LongAlign-rs"),
+        ..Default::default()
+    };
+    let shot = a.screenshot.map(|p| (p, a.frames.max(2)));
+    eframe::run_native(
+        "LongAlign-rs",
+        options,
+        Box::new(move |_cc| Ok(Box::new(NativeApp::new(state, shot)))),
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))
+}

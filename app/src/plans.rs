@@ -1,0 +1,145 @@
+//! The three plans the visualiser shows. Each is made from a `core-cli plan` command line, parsed
+//! by the CLI's own parser and planned by its own functions, so every number on screen is what
+//! `core-cli plan … --json` prints for the command shown under it.
+
+use clap::Parser;
+use longalign::batch::{Algorithm, LossMode, Plan, PlanStats, Strategy};
+use longalign::cli::{Cli, Command, PlanArgs};
+
+use crate::data::Loaded;
+
+/// The visualiser's sliders.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Pack row capacity; longest sequence allowed for naive and sorted.
+    pub max_tokens: u32,
+    /// Rows per micro-batch for naive and sorted.
+    pub batch_size: usize,
+    /// Rows per micro-batch when packing.
+    pub pack_rows: usize,
+    pub devices: usize,
+    pub accum: usize,
+    pub algorithm: Algorithm,
+    pub loss: LossMode,
+    pub seed: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            max_tokens: 2048,
+            batch_size: 8,
+            pack_rows: 1,
+            devices: 1,
+            accum: 1,
+            algorithm: Algorithm::Ffd,
+            loss: LossMode::Sequence,
+            seed: 42,
+        }
+    }
+}
+
+pub const STRATEGIES: [Strategy; 3] = [Strategy::Naive, Strategy::Sorted, Strategy::Pack];
+
+impl Settings {
+    /// The `core-cli plan` command for one strategy (dataset arguments included).
+    pub fn command(&self, strategy: Strategy, data: &Loaded) -> Vec<String> {
+        let rows = if strategy == Strategy::Pack { self.pack_rows } else { self.batch_size };
+        let mut a: Vec<String> = vec!["core-cli".into(), "plan".into()];
+        a.extend(data.cli_args());
+        for (k, v) in [
+            ("--strategy", strategy.to_string()),
+            ("--algorithm", self.algorithm.to_string()),
+            ("--max-tokens", self.max_tokens.to_string()),
+            ("--batch-size", rows.to_string()),
+            ("--devices", self.devices.to_string()),
+            ("--accum", self.accum.to_string()),
+            ("--loss", self.loss.to_string()),
+            ("--seed", self.seed.to_string()),
+        ] {
+            a.push(k.into());
+            a.push(v);
+        }
+        a
+    }
+}
+
+/// One strategy's plan, flattened for drawing.
+pub struct Planned {
+    pub strategy: Strategy,
+    pub command: String,
+    pub plan: Plan,
+    pub stats: PlanStats,
+    pub seconds: f64,
+    /// Every row in plan order: (micro-batch row length, the row's sequence lengths and ids,
+    /// whether it starts a micro-batch).
+    pub rows: Vec<DrawRow>,
+    /// Longest row length (the drawing's full width).
+    pub widest: u32,
+}
+
+pub struct DrawRow {
+    pub row_len: u32,
+    /// (item id, length) per sequence, in row order.
+    pub seqs: Vec<(usize, u32)>,
+    pub first_of_micro_batch: bool,
+}
+
+fn plan_args(cmd: &[String]) -> anyhow::Result<PlanArgs> {
+    match Cli::try_parse_from(cmd)?.command {
+        Some(Command::Plan(a)) => Ok(a),
+        _ => unreachable!("a plan command line"),
+    }
+}
+
+/// Plans `data` under `settings` with one strategy.
+pub fn plan_one(data: &Loaded, settings: &Settings, strategy: Strategy) -> anyhow::Result<Planned> {
+    let cmd = settings.command(strategy, data);
+    let args = plan_args(&cmd)?;
+    let cfg = longalign::cli::plan::config(&args, strategy);
+    let (items, pre_truncated) = data.items(cfg.length_limit());
+    let r = longalign::cli::plan::plan_items(&items, &cfg, pre_truncated)?;
+    let mut rows = Vec::with_capacity(r.stats.rows);
+    for mb in r.plan.micro_batches() {
+        for (k, row) in mb.rows.iter().enumerate() {
+            rows.push(DrawRow {
+                row_len: mb.row_len,
+                seqs: row.ids.iter().copied().zip(row.seq_lens()).collect(),
+                first_of_micro_batch: k == 0,
+            });
+        }
+    }
+    let widest = rows.iter().map(|r| r.row_len).max().unwrap_or(1);
+    Ok(Planned {
+        strategy,
+        command: cmd.join(" "),
+        plan: r.plan,
+        stats: r.stats,
+        seconds: r.seconds,
+        rows,
+        widest,
+    })
+}
+
+/// All three strategies.
+pub fn plan_all(data: &Loaded, settings: &Settings) -> anyhow::Result<Vec<Planned>> {
+    STRATEGIES.iter().map(|&s| plan_one(data, settings, s)).collect()
+}
+
+/// Each sequence's share of one step's loss under both weightings: (item id, target tokens,
+/// token-mean share, sequence-mean share). Shares of a step sum to 1.
+pub fn step_shares(plan: &Plan, step: usize) -> Vec<(usize, u32, f64, f64)> {
+    let Some(s) = plan.steps.get(step) else { return Vec::new() };
+    let target_of: std::collections::HashMap<usize, u32> =
+        plan.items.iter().map(|i| (i.id, i.target)).collect();
+    let ids: Vec<usize> =
+        s.micro_batches.iter().flat_map(|mb| mb.rows.iter().flat_map(|r| r.ids.iter().copied())).collect();
+    let targets: Vec<u32> = ids.iter().map(|id| target_of.get(id).copied().unwrap_or(0)).collect();
+    let tok = longalign::batch::weights::step_weights(&targets, LossMode::Token);
+    let seq = longalign::batch::weights::step_weights(&targets, LossMode::Sequence);
+    ids.iter()
+        .zip(&targets)
+        .zip(tok.iter().zip(&seq))
+        .map(|((&id, &n), (&wt, &ws))| (id, n, n as f64 * wt as f64, n as f64 * ws as f64))
+        .collect()
+}
