@@ -190,3 +190,171 @@ fn native_window_draws_under_xvfb() {
     let colours: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
     assert!(colours.len() > 50, "{} colours", colours.len());
 }
+
+fn event(step: usize, loss: f64) -> longalign::train::events::StepEvent {
+    longalign::train::events::StepEvent {
+        v: 1,
+        step,
+        epoch: 0,
+        loss,
+        lr: 1e-3 * step as f64,
+        grad_norm: 1.0,
+        useful_tokens: 1900,
+        padded_tokens: 2048,
+        target_tokens: 40,
+        sequences: 5,
+        rows: 1,
+        useful_tok_per_s: 950.0 + step as f64,
+        padded_tok_per_s: 1024.0 + step as f64,
+        occupancy: 1900.0 / 2048.0,
+        seqs_per_row: 5.0,
+        step_s: 2.0,
+        elapsed_s: 2.0 * step as f64,
+    }
+}
+
+#[test]
+fn train_view_attaches_to_a_run_folder_and_plots_its_events() {
+    let d = tempfile::tempdir().unwrap();
+    let run = d.path().join("copied-run");
+    std::fs::create_dir(&run).unwrap();
+    let mut text: String =
+        (1..=20).map(|s| serde_json::to_string(&event(s, 5.0 - 0.1 * s as f64)).unwrap() + "\n").collect();
+    text.push_str("{\"v\":1,\"step\":21,\"lo"); // a line still being written
+    std::fs::write(run.join("events.jsonl"), text).unwrap();
+    let mut state = AppState::with_sample();
+    state.tab = Tab::Train;
+    state.run_dir_input = run.display().to_string();
+    let mut h = harness(state);
+    h.run();
+    h.get_by_label("Attach").click();
+    h.run();
+    h.get_by_label("attached · step 20 · loss 3.0000 · lr 2.00e-2 · useful 970 tok/s · padded 1044 tok/s · occupancy 92.8 %");
+    // A broken line in the middle is named, not skipped.
+    let mut bad = std::fs::read_to_string(run.join("events.jsonl")).unwrap();
+    bad = bad.replacen("\"step\":3,", "\"step\":\"three\",", 1);
+    std::fs::write(run.join("events.jsonl"), bad).unwrap();
+    h.get_by_label("Attach").click();
+    h.run();
+    h.get_by_label_contains("events.jsonl:3:");
+    std::fs::write(
+        run.join("events.jsonl"),
+        (1..=20)
+            .map(|s| serde_json::to_string(&event(s, 5.0 - 0.1 * s as f64)).unwrap() + "\n")
+            .collect::<String>(),
+    )
+    .unwrap();
+    h.get_by_label("Attach").click();
+    h.run();
+    // The run folder path differs per test run: mask the field and the command line holding it.
+    let field = h.get_by_label("run folder").rect();
+    let cmd = h.get_by_label_contains("core-cli train --model").rect();
+    h.mask(egui::Rect::from_min_max(field.right_top(), egui::pos2(1400.0, field.bottom() + 2.0)));
+    h.mask(cmd.expand(2.0));
+    h.snapshot_options("train_attached", &snapshots());
+}
+
+/// core-cli next to this test binary (`cargo test --workspace` builds it; target/debug/deps/..).
+fn core_cli_path() -> std::path::PathBuf {
+    let me = std::env::current_exe().unwrap();
+    let p = me.parent().unwrap().parent().unwrap().join(format!("core-cli{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        p.is_file(),
+        "{} missing: run the workspace's tests (cargo test --workspace) so core-cli is built",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn train_view_starts_core_cli_and_follows_the_run() {
+    // SAFETY: set before any thread of this test reads it; the Run spawns core-cli with it.
+    unsafe { std::env::set_var("LONGALIGN_CORE_CLI", core_cli_path()) };
+    let d = tempfile::tempdir().unwrap();
+    let mut state = AppState::with_sample();
+    state.tab = Tab::Train;
+    state.run_dir_input = d.path().join("run").display().to_string();
+    state.launch.steps = 3;
+    state.settings.max_tokens = 1024;
+    let mut h = harness(state);
+    h.run();
+    h.get_by_label_contains("--steps 3 --lr");
+    h.get_by_label("Start").click();
+    h.run();
+    let t0 = std::time::Instant::now();
+    loop {
+        h.step();
+        let st = h.state().run.as_ref().map(longalign_app::view_train::status).unwrap_or_default();
+        if st.starts_with("finished") {
+            assert!(st.contains("· step 3 · loss"), "{st}");
+            break;
+        }
+        assert!(!st.starts_with("failed"), "{st}");
+        assert!(t0.elapsed().as_secs() < 300, "no finish: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    h.run();
+    h.get_by_label_contains("finished · step 3 · loss");
+    assert_eq!(std::fs::read_to_string(d.path().join("run/events.jsonl")).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn eval_view_opens_longbench_chat_and_needle_results() {
+    let d = tempfile::tempdir().unwrap();
+    let lbc = d.path().join("lbc");
+    std::fs::create_dir(&lbc).unwrap();
+    std::fs::write(
+        lbc.join("report.json"),
+        serde_json::json!({
+            "mean_score": 7.0, "mean_score_en": 7.0, "mean_score_zh": null, "scored": 2, "failed": 1,
+            "judge_tokens": 10, "prediction_tokens": 20,
+            "items": [
+                {"idx": 1, "score": 8.0, "chinese": false, "query": "Who wins?", "prediction": "The tortoise.", "analysis": "Correct and brief. Rating: [[8]]", "error": null},
+                {"idx": 2, "score": 6.0, "chinese": false, "query": "Why?", "prediction": "Because.", "analysis": "Too short. Rating: [[6]]", "error": null},
+                {"idx": 3, "score": null, "chinese": false, "query": "When?", "prediction": "Later.", "analysis": "", "error": "the judge's reply has no [[rating]]"},
+            ],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let needle = d.path().join("needle");
+    std::fs::create_dir(&needle).unwrap();
+    std::fs::write(
+        needle.join("grid.json"),
+        serde_json::json!({
+            "lengths": [1000, 2000], "depths": [0, 50], "scores": [[1.0, 1.0], [0.0, 0.0]], "mean": 0.5,
+            "judge_scores": [[null, null], [null, null]], "judge_mean": null, "scored": 4, "missing": 0,
+            "cells": [{"length": 1000, "depth_pct": 0, "key": "4711", "answer": "4711", "prompt_tokens": 1000, "score": 1.0}],
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let mut state = AppState::default();
+    state.tab = Tab::Eval;
+    state.eval_input = lbc.display().to_string();
+    let mut h = harness(state);
+    h.run();
+    h.get_by_label("Open result").click();
+    h.run();
+    h.get_by_label("mean score 7.00 · English 7.00 · Chinese — · 2 scored, 1 failed");
+    h.get_by_label("#2").click();
+    h.run();
+    h.get_by_label("Too short. Rating: [[6]]");
+    h.get_by_label("#3").click();
+    h.run();
+    h.get_by_label("the judge's reply has no [[rating]]");
+
+    h.state_mut().eval_input = needle.display().to_string();
+    h.get_by_label("Open result").click();
+    h.run();
+    h.get_by_label("mean exact retrieval 50.0 % · 4 cells scored, 0 missing");
+    // Paths differ per run: mask the field and the heading before the snapshot.
+    let heading = h.get_by_label_contains("Needle in a haystack ·").rect();
+    h.mask(egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(1400.0, heading.bottom() + 2.0)));
+    h.snapshot_options("eval_needle", &snapshots());
+
+    h.state_mut().eval_input = d.path().display().to_string();
+    h.get_by_label("Open result").click();
+    h.run();
+    h.get_by_label_contains("no report.json (longbench-chat) or grid.json (needle)");
+}

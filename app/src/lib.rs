@@ -11,8 +11,11 @@
 
 pub mod data;
 pub mod plans;
+pub mod runs;
 mod view_data;
+pub mod view_eval;
 mod view_plan;
+pub mod view_train;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -25,6 +28,8 @@ use plans::{Planned, Settings};
 pub enum Tab {
     Data,
     Plan,
+    Train,
+    Eval,
 }
 
 /// Which plans the visualiser shows.
@@ -81,6 +86,15 @@ pub struct AppState {
     pub timing_readout: bool,
     pub frames: FrameTimes,
     planned_for: Option<Settings>,
+    /// Train view: what to start, the run folder, the watched run.
+    pub launch: runs::Launch,
+    pub train_strategy: Strategy,
+    pub run_dir_input: String,
+    pub run: Option<runs::Run>,
+    /// Eval view: the result path field, the open result, the selected item.
+    pub eval_input: String,
+    pub eval: Option<view_eval::EvalResult>,
+    pub eval_item: usize,
 }
 
 impl Default for AppState {
@@ -100,6 +114,13 @@ impl Default for AppState {
             timing_readout: true,
             frames: FrameTimes::default(),
             planned_for: None,
+            launch: runs::Launch::default(),
+            train_strategy: Strategy::Pack,
+            run_dir_input: "runs/app".into(),
+            run: None,
+            eval_input: String::new(),
+            eval: None,
+            eval_item: 0,
         }
     }
 }
@@ -175,6 +196,14 @@ impl AppState {
             if let Some(e) = &self.error {
                 ui.colored_label(egui::Color32::from_rgb(200, 60, 60), e);
             }
+            if self.tab == Tab::Eval {
+                view_eval::show(self, ui);
+                return;
+            }
+            if self.tab == Tab::Train && self.run.is_some() && self.data.is_none() {
+                view_train::show(self, ui);
+                return;
+            }
             if self.data.is_none() {
                 ui.label("Open a dataset (messages / ShareGPT / Alpaca .jsonl or .json, or a lengths .txt), drop one here, or use the bundled sample.");
                 return;
@@ -182,6 +211,8 @@ impl AppState {
             match self.tab {
                 Tab::Data => view_data::show(self, ui),
                 Tab::Plan => view_plan::show(self, ui),
+                Tab::Train => view_train::show(self, ui),
+                Tab::Eval => {}
             }
         });
         FrameTimes::push(&mut self.frames.builds, t0.elapsed().as_secs_f64());
@@ -196,6 +227,8 @@ impl AppState {
             ui.separator();
             ui.selectable_value(&mut self.tab, Tab::Data, "Data");
             ui.selectable_value(&mut self.tab, Tab::Plan, "Plan");
+            ui.selectable_value(&mut self.tab, Tab::Train, "Train");
+            ui.selectable_value(&mut self.tab, Tab::Eval, "Eval");
             ui.separator();
             if ui.button("Sample").on_hover_text("the bundled sample dataset").clicked() {
                 self.load_sample();

@@ -13,7 +13,13 @@ struct Args {
     /// Tokenizer directory for data files (default: built-in).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Start on this tab: data or plan.
+    /// Attach the Train view to this run folder (its events.jsonl).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Open this evaluation result (an `eval` output folder) in the Eval view.
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Start on this tab: data, plan, train or eval.
     #[arg(long, default_value = "plan")]
     tab: String,
     /// Show one strategy (naive, sorted, pack) instead of all three.
@@ -49,7 +55,20 @@ fn main() -> anyhow::Result<()> {
     if let Some(e) = &state.error {
         anyhow::bail!("{e}");
     }
-    state.tab = if a.tab == "data" { Tab::Data } else { Tab::Plan };
+    state.tab = match a.tab.as_str() {
+        "data" => Tab::Data,
+        "train" => Tab::Train,
+        "eval" => Tab::Eval,
+        _ => Tab::Plan,
+    };
+    if let Some(r) = &a.run {
+        state.run_dir_input = r.display().to_string();
+        state.run = Some(longalign_app::runs::Run::attach(r.clone()));
+    }
+    if let Some(e) = &a.eval {
+        state.eval_input = e.display().to_string();
+        state.eval = Some(longalign_app::view_eval::EvalResult::open(e)?);
+    }
     if let Some(s) = &a.only {
         state.focus = Focus::One(s.parse().map_err(|e: String| anyhow::anyhow!("--only: {e}"))?);
     }
