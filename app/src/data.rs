@@ -57,27 +57,46 @@ impl Loaded {
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if ext == "txt" || ext == "lengths" {
             let items = longalign::cli::plan::read_lengths(path)?;
-            let mut sources = BTreeMap::new();
-            let s: &mut SourceStats = sources.entry("(lengths file)".to_string()).or_default();
-            for it in &items {
-                s.examples += 1;
-                s.tokens += it.total as u64;
-                s.target_tokens += it.target as u64;
-            }
-            return Ok(Self {
-                origin: Origin::Lengths(path.to_path_buf()),
-                name,
-                dataset: None,
-                tokenizer: ModelTokenizer::builtin(),
-                lengths: items,
-                sources,
-                formats: vec![("lengths".into(), 0)],
-                invalid: Vec::new(),
-            });
+            return Ok(Self::from_lengths(Origin::Lengths(path.to_path_buf()), name, items));
         }
         let tok = ModelTokenizer::load(tokenizer, None)?;
         let ds = TokenizedDataset::load(path, None, true, &tok)?;
         Ok(Self::from_dataset(Origin::File(path.to_path_buf()), name, ds, tok))
+    }
+
+    /// A file's bytes (dropped on the browser window): records, or lengths when the name ends in
+    /// `.txt` / `.lengths`. Tokenized with the built-in tokenizer.
+    pub fn from_bytes(name: &str, bytes: &[u8]) -> anyhow::Result<Self> {
+        let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{name}: not UTF-8 ({e})"))?;
+        let lower = name.to_lowercase();
+        if lower.ends_with(".txt") || lower.ends_with(".lengths") {
+            let items = longalign::cli::plan::parse_lengths(name, text)?;
+            return Ok(Self::from_lengths(Origin::Lengths(PathBuf::from(name)), name.into(), items));
+        }
+        let tok = ModelTokenizer::builtin();
+        let report = read_str(name, text, None, true)?;
+        let ds = TokenizedDataset::from_report(name, report, true, &tok)?;
+        Ok(Self::from_dataset(Origin::File(PathBuf::from(name)), name.into(), ds, tok))
+    }
+
+    fn from_lengths(origin: Origin, name: String, items: Vec<Item>) -> Self {
+        let mut sources = BTreeMap::new();
+        let s: &mut SourceStats = sources.entry("(lengths file)".to_string()).or_default();
+        for it in &items {
+            s.examples += 1;
+            s.tokens += it.total as u64;
+            s.target_tokens += it.target as u64;
+        }
+        Self {
+            origin,
+            name,
+            dataset: None,
+            tokenizer: ModelTokenizer::builtin(),
+            lengths: items,
+            sources,
+            formats: vec![("lengths".into(), 0)],
+            invalid: Vec::new(),
+        }
     }
 
     fn from_dataset(origin: Origin, name: String, ds: TokenizedDataset, tokenizer: ModelTokenizer) -> Self {

@@ -11,14 +11,16 @@
 
 pub mod data;
 pub mod plans;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod runs;
 mod view_data;
 pub mod view_eval;
 mod view_plan;
+#[cfg(not(target_arch = "wasm32"))]
 pub mod view_train;
 
 use std::path::PathBuf;
-use std::time::Instant;
+use web_time::Instant;
 
 use data::Loaded;
 use longalign::batch::Strategy;
@@ -87,9 +89,11 @@ pub struct AppState {
     pub frames: FrameTimes,
     planned_for: Option<Settings>,
     /// Train view: what to start, the run folder, the watched run.
+    #[cfg(not(target_arch = "wasm32"))]
     pub launch: runs::Launch,
     pub train_strategy: Strategy,
     pub run_dir_input: String,
+    #[cfg(not(target_arch = "wasm32"))]
     pub run: Option<runs::Run>,
     /// Eval view: the result path field, the open result, the selected item.
     pub eval_input: String,
@@ -114,9 +118,11 @@ impl Default for AppState {
             timing_readout: true,
             frames: FrameTimes::default(),
             planned_for: None,
+            #[cfg(not(target_arch = "wasm32"))]
             launch: runs::Launch::default(),
             train_strategy: Strategy::Pack,
             run_dir_input: "runs/app".into(),
+            #[cfg(not(target_arch = "wasm32"))]
             run: None,
             eval_input: String::new(),
             eval: None,
@@ -184,10 +190,14 @@ impl AppState {
         if let Some(last) = self.frames.last_frame.replace(now) {
             FrameTimes::push(&mut self.frames.intervals, (now - last).as_secs_f64());
         }
-        let dropped: Vec<PathBuf> =
-            ui.ctx().input(|i| i.raw.dropped_files.iter().filter_map(|f| f.path.clone()).collect());
-        if let Some(p) = dropped.into_iter().next() {
-            self.open(p);
+        // Dropped files: a path natively, the bytes in the browser.
+        let dropped = ui.ctx().input(|i| i.raw.dropped_files.first().cloned());
+        if let Some(f) = dropped {
+            match (f.path, f.bytes) {
+                (Some(p), _) => self.open(p),
+                (None, Some(b)) => self.set_data(Loaded::from_bytes(&f.name, &b)),
+                _ => {}
+            }
         }
         self.replan();
 
@@ -200,6 +210,7 @@ impl AppState {
                 view_eval::show(self, ui);
                 return;
             }
+            #[cfg(not(target_arch = "wasm32"))]
             if self.tab == Tab::Train && self.run.is_some() && self.data.is_none() {
                 view_train::show(self, ui);
                 return;
@@ -211,8 +222,9 @@ impl AppState {
             match self.tab {
                 Tab::Data => view_data::show(self, ui),
                 Tab::Plan => view_plan::show(self, ui),
+                #[cfg(not(target_arch = "wasm32"))]
                 Tab::Train => view_train::show(self, ui),
-                Tab::Eval => {}
+                _ => {}
             }
         });
         FrameTimes::push(&mut self.frames.builds, t0.elapsed().as_secs_f64());
@@ -227,17 +239,24 @@ impl AppState {
             ui.separator();
             ui.selectable_value(&mut self.tab, Tab::Data, "Data");
             ui.selectable_value(&mut self.tab, Tab::Plan, "Plan");
-            ui.selectable_value(&mut self.tab, Tab::Train, "Train");
-            ui.selectable_value(&mut self.tab, Tab::Eval, "Eval");
+            // Training and result folders need the operating system: native only.
+            if cfg!(not(target_arch = "wasm32")) {
+                ui.selectable_value(&mut self.tab, Tab::Train, "Train");
+                ui.selectable_value(&mut self.tab, Tab::Eval, "Eval");
+            }
             ui.separator();
             if ui.button("Sample").on_hover_text("the bundled sample dataset").clicked() {
                 self.load_sample();
             }
-            ui.add(egui::TextEdit::singleline(&mut self.path_input).hint_text("path to .jsonl / .json / lengths .txt").desired_width(260.0));
-            ui.add(egui::TextEdit::singleline(&mut self.tokenizer_input).hint_text("tokenizer dir (built-in)").desired_width(150.0));
-            if ui.button("Open").clicked() && !self.path_input.trim().is_empty() {
-                let p = PathBuf::from(self.path_input.trim());
-                self.open(p);
+            if cfg!(target_arch = "wasm32") {
+                ui.label("or drop a .jsonl / .json / lengths .txt file here (it stays in this browser)");
+            } else {
+                ui.add(egui::TextEdit::singleline(&mut self.path_input).hint_text("path to .jsonl / .json / lengths .txt").desired_width(260.0));
+                ui.add(egui::TextEdit::singleline(&mut self.tokenizer_input).hint_text("tokenizer dir (built-in)").desired_width(150.0));
+                if ui.button("Open").clicked() && !self.path_input.trim().is_empty() {
+                    let p = PathBuf::from(self.path_input.trim());
+                    self.open(p);
+                }
             }
             if !self.timing_readout {
                 return;
@@ -252,7 +271,7 @@ impl AppState {
     }
 }
 
-/// The native window: the same [`AppState`] inside eframe.
+/// The window (native, or the browser's canvas): the same [`AppState`] inside eframe.
 pub struct NativeApp {
     pub state: AppState,
     /// Save a screenshot here after `screenshot_after` frames, then close.
@@ -270,6 +289,14 @@ impl eframe::App for NativeApp {
     fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
         self.state.ui(ui);
         self.frame += 1;
+        // The page's title says when the app has drawn (the headless browser test waits for it).
+        #[cfg(target_arch = "wasm32")]
+        if self.frame == 3
+            && let Some(doc) = web_sys::window().and_then(|w| w.document())
+        {
+            let fill = self.state.plans.iter().map(|p| format!("{} {:.2}", p.strategy, 100.0 * p.stats.fill));
+            doc.set_title(&format!("LongAlign-rs ready · fill % {}", fill.collect::<Vec<_>>().join(" · ")));
+        }
         if let Some((path, after)) = &self.screenshot {
             let shot = ui.ctx().input(|i| {
                 i.events.iter().find_map(|e| match e {
@@ -280,11 +307,14 @@ impl eframe::App for NativeApp {
             if let Some(image) = shot {
                 let [w, h] = image.size;
                 let rgba: Vec<u8> = image.pixels.iter().flat_map(|c| c.to_array()).collect();
+                #[cfg(not(target_arch = "wasm32"))]
                 if let Some(buf) = image::RgbaImage::from_raw(w as u32, h as u32, rgba)
                     && let Err(e) = buf.save(path)
                 {
                     eprintln!("saving {}: {e}", path.display());
                 }
+                #[cfg(target_arch = "wasm32")]
+                let _ = (w, h, rgba, path);
                 ui.ctx().send_viewport_cmd(egui::ViewportCommand::Close);
             } else if self.frame == *after {
                 ui.ctx().send_viewport_cmd(egui::ViewportCommand::Screenshot(egui::UserData::default()));

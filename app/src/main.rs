@@ -1,10 +1,14 @@
-//! `longalign-app`: the native window.
+//! `longalign-app`: the native window, or (built for wasm32) the browser app on a canvas.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::path::PathBuf;
 
+#[cfg(not(target_arch = "wasm32"))]
 use clap::Parser;
+#[cfg(not(target_arch = "wasm32"))]
 use longalign_app::{AppState, Focus, NativeApp, Tab};
 
+#[cfg(not(target_arch = "wasm32"))]
 #[derive(Parser, Debug)]
 #[command(name = "longalign-app", about = "LongAlign-rs: see your data and what batching does to it")]
 struct Args {
@@ -42,6 +46,7 @@ struct Args {
     height: f32,
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let mut state = AppState::default();
@@ -89,4 +94,29 @@ fn main() -> anyhow::Result<()> {
         Box::new(move |_cc| Ok(Box::new(NativeApp::new(state, shot)))),
     )
     .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The browser: the app on `<canvas id="longalign">` (web/index.html), with the bundled sample.
+/// Files dropped on the page are read in the browser; nothing is sent anywhere.
+#[cfg(target_arch = "wasm32")]
+fn main() {
+    use eframe::wasm_bindgen::JsCast as _;
+    wasm_bindgen_futures::spawn_local(async {
+        let canvas = web_sys::window()
+            .and_then(|w| w.document())
+            .and_then(|d| d.get_element_by_id("longalign"))
+            .and_then(|e| e.dyn_into::<web_sys::HtmlCanvasElement>().ok())
+            .expect("the page has <canvas id=\"longalign\">");
+        let state = longalign_app::AppState::with_sample();
+        let started = eframe::WebRunner::new()
+            .start(
+                canvas,
+                eframe::WebOptions::default(),
+                Box::new(|_cc| Ok(Box::new(longalign_app::NativeApp::new(state, None)))),
+            )
+            .await;
+        if let Err(e) = started {
+            web_sys::console::error_1(&format!("LongAlign-rs failed to start: {e:?}").into());
+        }
+    });
 }

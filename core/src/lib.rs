@@ -4,9 +4,14 @@
 pub mod batch;
 pub mod cli;
 pub mod data;
+#[cfg(feature = "native")]
 pub mod eval;
+#[cfg(feature = "native")]
 pub mod infer;
+#[cfg(feature = "native")]
 pub mod llm;
+#[cfg(feature = "native")]
 pub mod model;
+#[cfg(feature = "native")]
 pub mod train;
 pub mod util;

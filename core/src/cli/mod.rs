@@ -1,14 +1,21 @@
 //! `core-cli`: argument parsing and printing. The work itself lives in the library modules.
 
+#[cfg(feature = "native")]
 pub mod bench;
+#[cfg(feature = "native")]
 pub mod build_data;
+#[cfg(feature = "native")]
 pub mod dataset;
+#[cfg(feature = "native")]
 pub mod eval;
+#[cfg(feature = "native")]
 pub mod generate;
 pub mod plan;
+#[cfg(feature = "native")]
 pub mod serve;
 pub mod stats;
 pub mod table;
+#[cfg(feature = "native")]
 pub mod train;
 
 use std::path::PathBuf;
@@ -31,37 +38,48 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    #[cfg(feature = "native")]
     /// The embedded default (what `core-cli` alone runs): train the tiny preset on the bundled
     /// sample and evaluate it before and after.
     Demo(train::DemoArgs),
+    #[cfg(feature = "native")]
     /// Fine-tune (or train a preset from scratch) with packing and LongAlign loss weighting.
     Train(train::TrainArgs),
+    #[cfg(feature = "native")]
     /// Per-example mean cross entropy over target tokens, as JSON lines.
     Score(train::ScoreArgs),
+    #[cfg(feature = "native")]
     /// Answer one prompt with a local model (KV cache; greedy or sampled), streaming the text.
     Generate(generate::GenerateArgs),
+    #[cfg(feature = "native")]
     /// Evaluations (LongBench-Chat with an LLM judge).
     #[command(subcommand)]
     Eval(eval::EvalCommand),
+    #[cfg(feature = "native")]
     /// Serve a local model over the OpenAI chat-completions API (JSON and streaming).
     Serve(serve::ServeArgs),
+    #[cfg(feature = "native")]
     /// Export a run's last checkpoint as a Hugging Face model directory.
     Export(train::ExportArgs),
     /// Counts, token-length histogram, target share, per format and source.
     Stats(StatsArgs),
     /// Plan batches (naive / sorted / pack) and report padding, fill and attention work.
     Plan(PlanArgs),
+    #[cfg(feature = "native")]
     /// Benchmarks.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    #[cfg(feature = "native")]
     /// Dataset tools.
     #[command(subcommand)]
     Data(DataCommand),
+    #[cfg(feature = "native")]
     /// Build long instruction data from folders of documents with Self-Instruct (any
     /// OpenAI-compatible generator): questions of four task types, answers, resumable.
     BuildData(build_data::BuildDataArgs),
 }
 
+#[cfg(feature = "native")]
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
     /// Regenerate the bundled sample dataset (passkey, key-value retrieval, short chats).
@@ -163,27 +181,45 @@ pub struct PlanArgs {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        #[cfg(feature = "native")]
         Some(Command::Demo(a)) => train::embedded_default(&a),
+        #[cfg(feature = "native")]
         Some(Command::Train(a)) => train::run(&a),
+        #[cfg(feature = "native")]
         Some(Command::Score(a)) => train::score(&a),
+        #[cfg(feature = "native")]
         Some(Command::Export(a)) => train::export(&a),
         Some(Command::Stats(a)) => stats::run(&a),
+        #[cfg(feature = "native")]
         Some(Command::Bench(a)) => bench::run(&a),
         Some(Command::Plan(a)) => plan::run(&a),
+        #[cfg(feature = "native")]
         Some(Command::Data(DataCommand::Synth(a))) => dataset::synth(&a),
+        #[cfg(feature = "native")]
         Some(Command::Data(DataCommand::Lengths(a))) => dataset::lengths(&a),
+        #[cfg(feature = "native")]
         Some(Command::Data(DataCommand::Fetch(a))) => dataset::fetch(&a),
+        #[cfg(feature = "native")]
         Some(Command::Data(DataCommand::Mix(a))) => dataset::mix(&a),
+        #[cfg(feature = "native")]
         Some(Command::Data(DataCommand::Dedupe(a))) => dataset::dedupe(&a),
+        #[cfg(feature = "native")]
         Some(Command::Data(DataCommand::SynthCustom(a))) => dataset::synth_custom(&a),
+        #[cfg(feature = "native")]
         Some(Command::Generate(a)) => generate::run(&a),
+        #[cfg(feature = "native")]
         Some(Command::Serve(a)) => serve::run(&a),
+        #[cfg(feature = "native")]
         Some(Command::Eval(c)) => eval::run(&c),
+        #[cfg(feature = "native")]
         Some(Command::BuildData(a)) => build_data::run(&a),
+        #[cfg(feature = "native")]
         None => train::embedded_default(&train::DemoArgs {
             epochs: train::EMBEDDED_EPOCHS,
             steps: None,
             out: None,
         }),
+        #[cfg(not(feature = "native"))]
+        None => anyhow::bail!("this build has only `stats` and `plan` (built without the `native` feature)"),
     }
 }

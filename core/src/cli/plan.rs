@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Instant;
+use web_time::Instant;
 
 use anyhow::{Context, bail};
 
@@ -29,14 +29,19 @@ pub fn load_data(args: &DataArgs) -> anyhow::Result<(TokenizedDataset, String)> 
 /// defaults to total: every token carries loss). Item id = 0-based line number.
 pub fn read_lengths(path: &Path) -> anyhow::Result<Vec<Item>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_lengths(&path.display().to_string(), &text)
+}
+
+/// [`read_lengths`] of text already read; `name` labels errors (`name:line: …`).
+pub fn parse_lengths(name: &str, text: &str) -> anyhow::Result<Vec<Item>> {
     let mut items = Vec::new();
     for (i, line) in text.lines().enumerate() {
-        let at = || format!("{}:{}", path.display(), i + 1);
+        let at = || format!("{name}:{}", i + 1);
         let mut fields = line.split_whitespace();
-        let parse = |f: Option<&str>, name: &str| -> anyhow::Result<Option<u32>> {
+        let parse = |f: Option<&str>, field: &str| -> anyhow::Result<Option<u32>> {
             f.map(|s| {
                 s.parse::<u32>()
-                    .with_context(|| format!("{}: {name}: {s:?} is not a non-negative integer", at()))
+                    .with_context(|| format!("{}: {field}: {s:?} is not a non-negative integer", at()))
             })
             .transpose()
         };

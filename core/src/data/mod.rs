@@ -5,12 +5,14 @@
 //!                                                                                        ids + targets
 //! ```
 
+#[cfg(feature = "native")]
 pub mod build;
 pub mod builtin;
 pub mod dataset;
 pub mod dedupe;
 pub mod documents;
 pub mod formats;
+#[cfg(feature = "native")]
 pub mod self_instruct;
 pub mod synth;
 pub mod template;
