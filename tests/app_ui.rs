@@ -358,3 +358,25 @@ fn eval_view_opens_longbench_chat_and_needle_results() {
     h.run();
     h.get_by_label_contains("no report.json (longbench-chat) or grid.json (needle)");
 }
+
+/// What the browser's file picker (and a drop) hands over — a name and bytes — loads like a file:
+/// records by their format, `.txt` as lengths.
+#[test]
+fn picked_bytes_load_as_records_or_lengths() {
+    let mut state = AppState::with_sample();
+    state.tab = Tab::Data;
+    let picked = state.picked.clone();
+    let mut h = harness(state);
+    h.run();
+    *picked.lock().unwrap() = Some(("lengths.txt".into(), b"100 10\n2000\n300 0\n".to_vec()));
+    h.run();
+    h.get_by_label("lengths.txt");
+    h.get_by_label_contains("3 sequences · 0 invalid records");
+    let rec = r#"{"messages":[{"role":"user","content":"Hi?"},{"role":"assistant","content":"Hello."}]}"#;
+    *picked.lock().unwrap() = Some(("chat.jsonl".into(), format!("{rec}\n{rec}\nnot json\n").into_bytes()));
+    h.run();
+    h.get_by_label_contains("2 sequences · 1 invalid records");
+    *picked.lock().unwrap() = Some(("bad.txt".into(), b"12 40\n".to_vec()));
+    h.run();
+    h.get_by_label_contains("bad.txt:1: target_len: 40 exceeds total_len 12");
+}

@@ -67,6 +67,9 @@ impl FrameTimes {
     }
 }
 
+/// A file's name and bytes, handed from the browser's file picker (an async task) to the UI.
+pub type PickedFile = std::sync::Arc<std::sync::Mutex<Option<(String, Vec<u8>)>>>;
+
 pub struct AppState {
     pub data: Option<Loaded>,
     pub settings: Settings,
@@ -99,6 +102,8 @@ pub struct AppState {
     pub eval_input: String,
     pub eval: Option<view_eval::EvalResult>,
     pub eval_item: usize,
+    /// A file the browser's picker has read, waiting to be loaded.
+    pub picked: PickedFile,
 }
 
 impl Default for AppState {
@@ -127,6 +132,7 @@ impl Default for AppState {
             eval_input: String::new(),
             eval: None,
             eval_item: 0,
+            picked: Default::default(),
         }
     }
 }
@@ -164,6 +170,26 @@ impl AppState {
         }
     }
 
+    /// The system's file dialog (natively: blocks until chosen; in the browser: the page's file
+    /// picker, read asynchronously and picked up on a later frame).
+    pub fn pick_file(&mut self) {
+        let dialog = rfd::AsyncFileDialog::new().add_filter("data", &["jsonl", "json", "txt", "lengths"]);
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(f) = pollster::block_on(dialog.pick_file()) {
+            self.open(f.path().to_path_buf());
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let slot = self.picked.clone();
+            wasm_bindgen_futures::spawn_local(async move {
+                if let Some(f) = dialog.pick_file().await {
+                    let bytes = f.read().await;
+                    *slot.lock().expect("not poisoned") = Some((f.file_name(), bytes));
+                }
+            });
+        }
+    }
+
     /// Re-plans when the settings or the data changed.
     pub fn replan(&mut self) {
         let Some(d) = &self.data else { return };
@@ -189,6 +215,10 @@ impl AppState {
         let now = Instant::now();
         if let Some(last) = self.frames.last_frame.replace(now) {
             FrameTimes::push(&mut self.frames.intervals, (now - last).as_secs_f64());
+        }
+        let picked = self.picked.lock().expect("not poisoned").take();
+        if let Some((name, bytes)) = picked {
+            self.set_data(Loaded::from_bytes(&name, &bytes));
         }
         // Dropped files: a path natively, the bytes in the browser.
         let dropped = ui.ctx().input(|i| i.raw.dropped_files.first().cloned());
@@ -248,8 +278,11 @@ impl AppState {
             if ui.button("Sample").on_hover_text("the bundled sample dataset").clicked() {
                 self.load_sample();
             }
+            if ui.button("Open file…").on_hover_text("records (.jsonl, .json) or a lengths .txt").clicked() {
+                self.pick_file();
+            }
             if cfg!(target_arch = "wasm32") {
-                ui.label("or drop a .jsonl / .json / lengths .txt file here (it stays in this browser)");
+                ui.label("or drop one here (it stays in this browser)");
             } else {
                 ui.add(egui::TextEdit::singleline(&mut self.path_input).hint_text("path to .jsonl / .json / lengths .txt").desired_width(260.0));
                 ui.add(egui::TextEdit::singleline(&mut self.tokenizer_input).hint_text("tokenizer dir (built-in)").desired_width(150.0));
