@@ -7,8 +7,9 @@ use egui_kittest::{Harness, SnapshotOptions};
 use longalign_app::{AppState, Tab};
 use serde_json::Value;
 
-/// What `core-cli <args>` prints with `--json` (the CLI's own parser and planner).
-fn cli_json(args: &[&str]) -> Value {
+/// What `core-cli plan --compare --json <extra>` prints (the CLI's own parser and planner).
+fn cli_json(extra: &[&str]) -> Value {
+    let args = ["core-cli", "plan", "--compare", "--json"].iter().chain(extra);
     match longalign::cli::Cli::try_parse_from(args).unwrap().command {
         Some(longalign::cli::Command::Plan(a)) => longalign::cli::plan::json(&a).unwrap(),
         _ => unreachable!(),
@@ -43,7 +44,7 @@ fn assert_shows(h: &Harness<'_, AppState>, want: &Value, strategies: &[&str]) {
 fn plan_view_shows_what_core_cli_plan_prints_and_follows_its_controls() {
     let mut h = harness(AppState::with_sample());
     h.run();
-    let want = cli_json(&["core-cli", "plan", "--compare", "--json", "--max-tokens", "2048"]);
+    let want = cli_json(&["--max-tokens", "2048"]);
     assert_shows(&h, &want, &["naive", "sorted", "pack"]);
     // Packing does better than naive batching on the sample, as the paper says it should.
     assert!(want["pack"]["fill"].as_f64().unwrap() > want["naive"]["fill"].as_f64().unwrap());
@@ -52,16 +53,7 @@ fn plan_view_shows_what_core_cli_plan_prints_and_follows_its_controls() {
     // Switch the packing algorithm: the pack column follows the CLI's --algorithm next-fit.
     h.get_by_label("next-fit").click();
     h.run();
-    let nf = cli_json(&[
-        "core-cli",
-        "plan",
-        "--compare",
-        "--json",
-        "--max-tokens",
-        "2048",
-        "--algorithm",
-        "next-fit",
-    ]);
+    let nf = cli_json(&["--max-tokens", "2048", "--algorithm", "next-fit"]);
     assert_shows(&h, &nf, &["pack"]);
     assert_eq!(
         h.state().plans[2].command.split_whitespace().skip_while(|w| *w != "--algorithm").nth(1),
@@ -80,20 +72,7 @@ fn plan_view_shows_what_core_cli_plan_prints_and_follows_its_controls() {
     h.state_mut().settings.devices = 4;
     h.state_mut().settings.accum = 2;
     h.run();
-    let dp = cli_json(&[
-        "core-cli",
-        "plan",
-        "--compare",
-        "--json",
-        "--max-tokens",
-        "2048",
-        "--algorithm",
-        "next-fit",
-        "--devices",
-        "4",
-        "--accum",
-        "2",
-    ]);
+    let dp = cli_json(&["--max-tokens", "2048", "--algorithm", "next-fit", "--devices", "4", "--accum", "2"]);
     assert_shows(&h, &dp, &["naive", "sorted", "pack"]);
     // The loss-weight view explains one step.
     h.get_by_label_contains("under sequence weighting");
@@ -149,16 +128,7 @@ fn ten_thousand_sequences_plan_and_draw() {
     state.settings.max_tokens = 65536;
     let mut h = harness(state);
     h.run();
-    let want = cli_json(&[
-        "core-cli",
-        "plan",
-        "--compare",
-        "--json",
-        "--lengths",
-        d.path().join("mix.txt").to_str().unwrap(),
-        "--max-tokens",
-        "65536",
-    ]);
+    let want = cli_json(&["--lengths", d.path().join("mix.txt").to_str().unwrap(), "--max-tokens", "65536"]);
     assert_eq!(want["naive"]["sequences"], 10_000);
     assert_shows(&h, &want, &["naive", "sorted", "pack"]);
     // Frames after the first reuse the plans: drawing only the visible rows keeps them cheap. The

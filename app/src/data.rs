@@ -19,13 +19,8 @@ pub enum Origin {
     Lengths(PathBuf),
 }
 
-/// Per-source counts.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SourceStats {
-    pub examples: usize,
-    pub tokens: u64,
-    pub target_tokens: u64,
-}
+/// Per-source counts, as `core-cli stats` reports them.
+pub use longalign::cli::stats::SourceStats;
 
 /// A loaded dataset with what the Data view shows.
 pub struct Loaded {
@@ -87,6 +82,7 @@ impl Loaded {
             s.tokens += it.total as u64;
             s.target_tokens += it.target as u64;
         }
+        s.mean_len = s.tokens as f64 / s.examples.max(1) as f64;
         Self {
             origin,
             name,
@@ -100,13 +96,7 @@ impl Loaded {
     }
 
     fn from_dataset(origin: Origin, name: String, ds: TokenizedDataset, tokenizer: ModelTokenizer) -> Self {
-        let mut sources: BTreeMap<String, SourceStats> = BTreeMap::new();
-        for (ex, t) in ds.examples.iter().zip(&ds.tokens) {
-            let s = sources.entry(ex.source.clone().unwrap_or_else(|| "(none)".into())).or_default();
-            s.examples += 1;
-            s.tokens += t.len() as u64;
-            s.target_tokens += t.target_count() as u64;
-        }
+        let sources = longalign::cli::stats::compute(&ds, &tokenizer.name).sources;
         let formats = ds.formats.iter().map(|(f, n)| (f.as_str().to_string(), *n)).collect();
         let invalid =
             ds.skipped.iter().map(|e| format!("line {}: {}: {}", e.line, e.field, e.message)).collect();

@@ -47,7 +47,7 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
                 ui.label(s.examples.to_string());
                 ui.label(s.tokens.to_string());
                 ui.label(format!("{:.1}", 100.0 * s.target_tokens as f64 / s.tokens.max(1) as f64));
-                ui.label(format!("{:.0}", s.tokens as f64 / s.examples.max(1) as f64));
+                ui.label(format!("{:.0}", s.mean_len));
                 ui.end_row();
             }
         });
