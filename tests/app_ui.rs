@@ -67,6 +67,15 @@ fn plan_view_shows_what_core_cli_plan_prints_and_follows_its_controls() {
     assert!(h.query_by_label_contains("naive fill").is_none());
     assert!(h.query_by_label_contains("pack fill").is_none());
 
+    // The three packers side by side, each as `core-cli plan --algorithm …` packs.
+    h.get_by_label("packers").click();
+    h.run();
+    for algo in ["next-fit", "ffd", "bfd"] {
+        let want = cli_json(&["--max-tokens", "2048", "--algorithm", algo]);
+        h.get_by_label(&format!("pack/{algo} fill {:.2} %", 100.0 * want["pack"]["fill"].as_f64().unwrap()));
+        h.get_by_label(&format!("pack/{algo} steps {}", want["pack"]["steps"]));
+    }
+
     // Devices and accumulation reach the planner: 4 × 2 micro-batches per step.
     h.get_by_label("side by side").click();
     h.state_mut().settings.devices = 4;

@@ -39,6 +39,8 @@ pub enum Tab {
 pub enum Focus {
     SideBySide,
     One(Strategy),
+    /// Packing under next-fit, FFD and BFD side by side.
+    Packers,
 }
 
 /// Frame-time readout: the UI's own build time and the interval between frames.
@@ -74,6 +76,8 @@ pub struct AppState {
     pub data: Option<Loaded>,
     pub settings: Settings,
     pub plans: Vec<Planned>,
+    /// Packing under each algorithm (made when the packers view is shown).
+    pub packers: Vec<Planned>,
     pub tab: Tab,
     pub focus: Focus,
     pub error: Option<String>,
@@ -112,6 +116,7 @@ impl Default for AppState {
             data: None,
             settings: Settings::default(),
             plans: Vec::new(),
+            packers: Vec::new(),
             tab: Tab::Plan,
             focus: Focus::SideBySide,
             error: None,
@@ -193,16 +198,27 @@ impl AppState {
     /// Re-plans when the settings or the data changed.
     pub fn replan(&mut self) {
         let Some(d) = &self.data else { return };
-        if self.planned_for.as_ref() == Some(&self.settings) {
+        let packers_missing = self.focus == Focus::Packers && self.packers.is_empty();
+        if self.planned_for.as_ref() == Some(&self.settings) && !packers_missing {
             return;
         }
-        match plans::plan_all(d, &self.settings) {
-            Ok(p) => {
+        let planned = plans::plan_all(d, &self.settings).and_then(|p| {
+            let packers = if self.focus == Focus::Packers {
+                plans::plan_packers(d, &self.settings)?
+            } else {
+                Vec::new()
+            };
+            Ok((p, packers))
+        });
+        match planned {
+            Ok((p, k)) => {
                 self.plans = p;
+                self.packers = k;
                 self.error = None;
             }
             Err(e) => {
                 self.plans.clear();
+                self.packers.clear();
                 self.error = Some(format!("{e:#}"));
             }
         }
@@ -327,7 +343,7 @@ impl eframe::App for NativeApp {
         if self.frame == 3
             && let Some(doc) = web_sys::window().and_then(|w| w.document())
         {
-            let fill = self.state.plans.iter().map(|p| format!("{} {:.2}", p.strategy, 100.0 * p.stats.fill));
+            let fill = self.state.plans.iter().map(|p| format!("{} {:.2}", p.name, 100.0 * p.stats.fill));
             doc.set_title(&format!("LongAlign-rs ready · fill % {}", fill.collect::<Vec<_>>().join(" · ")));
         }
         if let Some((path, after)) = &self.screenshot {

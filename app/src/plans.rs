@@ -67,6 +67,8 @@ impl Settings {
 /// One strategy's plan, flattened for drawing.
 pub struct Planned {
     pub strategy: Strategy,
+    /// What the screen calls it: the strategy, or `pack/<algorithm>` when packers are compared.
+    pub name: String,
     pub command: String,
     pub plan: Plan,
     pub stats: PlanStats,
@@ -94,6 +96,15 @@ fn plan_args(cmd: &[String]) -> anyhow::Result<PlanArgs> {
 
 /// Plans `data` under `settings` with one strategy.
 pub fn plan_one(data: &Loaded, settings: &Settings, strategy: Strategy) -> anyhow::Result<Planned> {
+    plan_named(data, settings, strategy, strategy.to_string())
+}
+
+fn plan_named(
+    data: &Loaded,
+    settings: &Settings,
+    strategy: Strategy,
+    name: String,
+) -> anyhow::Result<Planned> {
     let cmd = settings.command(strategy, data);
     let args = plan_args(&cmd)?;
     let cfg = longalign::cli::plan::config(&args, strategy);
@@ -112,6 +123,7 @@ pub fn plan_one(data: &Loaded, settings: &Settings, strategy: Strategy) -> anyho
     let widest = rows.iter().map(|r| r.row_len).max().unwrap_or(1);
     Ok(Planned {
         strategy,
+        name,
         command: cmd.join(" "),
         plan: r.plan,
         stats: r.stats,
@@ -119,6 +131,17 @@ pub fn plan_one(data: &Loaded, settings: &Settings, strategy: Strategy) -> anyho
         rows,
         widest,
     })
+}
+
+/// Packing under each algorithm (next-fit, FFD, BFD), the rest of the settings as they are.
+pub fn plan_packers(data: &Loaded, settings: &Settings) -> anyhow::Result<Vec<Planned>> {
+    [Algorithm::NextFit, Algorithm::Ffd, Algorithm::Bfd]
+        .into_iter()
+        .map(|a| {
+            let s = Settings { algorithm: a, ..settings.clone() };
+            plan_named(data, &s, Strategy::Pack, format!("pack/{a}"))
+        })
+        .collect()
 }
 
 /// All three strategies.

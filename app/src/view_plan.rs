@@ -19,9 +19,10 @@ const ROW_H: f32 = 7.0;
 pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
     controls(app, ui);
     ui.separator();
-    let shown: Vec<usize> = match app.focus {
-        Focus::SideBySide => (0..app.plans.len()).collect(),
-        Focus::One(s) => app.plans.iter().position(|p| p.strategy == s).into_iter().collect(),
+    let shown: Vec<&Planned> = match app.focus {
+        Focus::SideBySide => app.plans.iter().collect(),
+        Focus::One(s) => app.plans.iter().filter(|p| p.strategy == s).collect(),
+        Focus::Packers => app.packers.iter().collect(),
     };
     if shown.is_empty() {
         return;
@@ -29,8 +30,8 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
     let weights_h = 190.0;
     let rows_h = (ui.available_height() - weights_h - 170.0).max(120.0);
     ui.columns(shown.len(), |cols| {
-        for (col, &i) in cols.iter_mut().zip(&shown) {
-            column(col, &app.plans[i], rows_h, app.timing_readout);
+        for (col, p) in cols.iter_mut().zip(&shown) {
+            column(col, p, rows_h, app.timing_readout);
         }
     });
     ui.separator();
@@ -69,13 +70,14 @@ fn controls(app: &mut AppState, ui: &mut egui::Ui) {
         for st in STRATEGIES {
             ui.selectable_value(&mut app.focus, Focus::One(st), format!("{st} only"));
         }
+        ui.selectable_value(&mut app.focus, Focus::Packers, "packers");
     });
 }
 
 /// The stats people compare, labelled with the strategy so each label is unique on screen.
 pub fn stat_lines(p: &Planned) -> Vec<String> {
     let s: &PlanStats = &p.stats;
-    let name = p.strategy.to_string();
+    let name = &p.name;
     vec![
         format!("{name} fill {:.2} %", 100.0 * s.fill),
         format!("{name} padding {:.2} %", 100.0 * s.padding_fraction),
@@ -91,7 +93,7 @@ pub fn stat_lines(p: &Planned) -> Vec<String> {
 }
 
 fn column(ui: &mut egui::Ui, p: &Planned, rows_h: f32, show_time: bool) {
-    ui.heading(p.strategy.to_string());
+    ui.heading(&p.name);
     for line in stat_lines(p) {
         ui.label(line);
     }
@@ -101,7 +103,7 @@ fn column(ui: &mut egui::Ui, p: &Planned, rows_h: f32, show_time: bool) {
     ui.add(egui::Label::new(egui::RichText::new(&p.command).monospace().size(10.0)).wrap())
         .on_hover_text("the same plan from the command line (add --json for these numbers)");
     let width = ui.available_width();
-    egui::ScrollArea::vertical().id_salt(("rows", p.strategy.to_string())).max_height(rows_h).show_rows(
+    egui::ScrollArea::vertical().id_salt(("rows", &p.name)).max_height(rows_h).show_rows(
         ui,
         ROW_H,
         p.rows.len(),
