@@ -359,3 +359,26 @@ fn picked_bytes_load_as_records_or_lengths() {
     h.run();
     h.get_by_label_contains("bad.txt:1: target_len: 40 exceeds total_len 12");
 }
+
+/// In the Eval tab, a picked or dropped file is a result: what the browser build opens.
+#[test]
+fn eval_tab_opens_picked_result_bytes() {
+    let mut state = AppState::default();
+    state.tab = Tab::Eval;
+    let picked = state.picked.clone();
+    let mut h = harness(state);
+    h.run();
+    let report = serde_json::json!({
+        "mean_score": 5.5, "mean_score_en": 5.5, "mean_score_zh": null, "scored": 2, "failed": 0,
+        "items": [
+            {"idx": 7, "score": 5.0, "query": "Q?", "prediction": "A.", "analysis": "[[5]]", "error": null},
+            {"idx": 8, "score": 6.0, "query": "R?", "prediction": "B.", "analysis": "[[6]]", "error": null},
+        ],
+    });
+    *picked.lock().unwrap() = Some(("report.json".into(), report.to_string().into_bytes()));
+    h.run();
+    h.get_by_label("mean score 5.50 · English 5.50 · Chinese — · 2 scored, 0 failed");
+    *picked.lock().unwrap() = Some(("notes.json".into(), b"{\"x\": 1}".to_vec()));
+    h.run();
+    h.get_by_label_contains("notes.json: neither a LongBench-Chat report");
+}

@@ -177,11 +177,16 @@ impl AppState {
 
     /// The system's file dialog (natively: blocks until chosen; in the browser: the page's file
     /// picker, read asynchronously and picked up on a later frame).
+    /// In the Eval tab the file is an evaluation result, elsewhere a dataset.
     pub fn pick_file(&mut self) {
-        let dialog = rfd::AsyncFileDialog::new().add_filter("data", &["jsonl", "json", "txt", "lengths"]);
+        let dialog = if self.tab == Tab::Eval {
+            rfd::AsyncFileDialog::new().add_filter("evaluation result", &["json"])
+        } else {
+            rfd::AsyncFileDialog::new().add_filter("data", &["jsonl", "json", "txt", "lengths"])
+        };
         #[cfg(not(target_arch = "wasm32"))]
         if let Some(f) = pollster::block_on(dialog.pick_file()) {
-            self.open(f.path().to_path_buf());
+            self.open_path(f.path().to_path_buf());
         }
         #[cfg(target_arch = "wasm32")]
         {
@@ -192,6 +197,39 @@ impl AppState {
                     *slot.lock().expect("not poisoned") = Some((f.file_name(), bytes));
                 }
             });
+        }
+    }
+
+    /// A file chosen or dropped natively: a result in the Eval tab, else a dataset.
+    fn open_path(&mut self, path: PathBuf) {
+        if self.tab == Tab::Eval {
+            self.eval_input = path.display().to_string();
+            self.set_eval(view_eval::EvalResult::open(&path));
+        } else {
+            self.open(path);
+        }
+    }
+
+    /// A file's bytes (the browser's picker or a drop): a result in the Eval tab, else a dataset.
+    pub fn open_bytes(&mut self, name: &str, bytes: &[u8]) {
+        if self.tab == Tab::Eval {
+            let r = std::str::from_utf8(bytes)
+                .map_err(|e| anyhow::anyhow!("{name}: not UTF-8 ({e})"))
+                .and_then(|t| view_eval::EvalResult::from_json(PathBuf::from(name), t));
+            self.set_eval(r);
+        } else {
+            self.set_data(Loaded::from_bytes(name, bytes));
+        }
+    }
+
+    pub fn set_eval(&mut self, r: anyhow::Result<view_eval::EvalResult>) {
+        match r {
+            Ok(r) => {
+                self.eval = Some(r);
+                self.eval_item = 0;
+                self.error = None;
+            }
+            Err(e) => self.error = Some(format!("{e:#}")),
         }
     }
 
@@ -234,14 +272,14 @@ impl AppState {
         }
         let picked = self.picked.lock().expect("not poisoned").take();
         if let Some((name, bytes)) = picked {
-            self.set_data(Loaded::from_bytes(&name, &bytes));
+            self.open_bytes(&name, &bytes);
         }
         // Dropped files: a path natively, the bytes in the browser.
         let dropped = ui.ctx().input(|i| i.raw.dropped_files.first().cloned());
         if let Some(f) = dropped {
             match (f.path, f.bytes) {
-                (Some(p), _) => self.open(p),
-                (None, Some(b)) => self.set_data(Loaded::from_bytes(&f.name, &b)),
+                (Some(p), _) => self.open_path(p),
+                (None, Some(b)) => self.open_bytes(&f.name, &b),
                 _ => {}
             }
         }
@@ -285,11 +323,11 @@ impl AppState {
             ui.separator();
             ui.selectable_value(&mut self.tab, Tab::Data, "Data");
             ui.selectable_value(&mut self.tab, Tab::Plan, "Plan");
-            // Training and result folders need the operating system: native only.
+            // Training needs processes and a file system: native only.
             if cfg!(not(target_arch = "wasm32")) {
                 ui.selectable_value(&mut self.tab, Tab::Train, "Train");
-                ui.selectable_value(&mut self.tab, Tab::Eval, "Eval");
             }
+            ui.selectable_value(&mut self.tab, Tab::Eval, "Eval");
             ui.separator();
             if ui.button("Sample").on_hover_text("the bundled sample dataset").clicked() {
                 self.load_sample();

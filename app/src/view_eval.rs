@@ -30,7 +30,12 @@ impl EvalResult {
             path.to_path_buf()
         };
         let text = std::fs::read_to_string(&file).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+        Self::from_json(file, &text)
+    }
+
+    /// A result file's text (`file` names it in errors and the heading).
+    pub fn from_json(file: PathBuf, text: &str) -> anyhow::Result<Self> {
+        let v: Value = serde_json::from_str(text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
         if v.get("items").is_some_and(Value::is_array) {
             Ok(Self::LongBenchChat { path: file, report: v })
         } else if v.get("scores").is_some_and(Value::is_array) && v.get("lengths").is_some() {
@@ -46,6 +51,17 @@ impl EvalResult {
 
 pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
     ui.horizontal(|ui| {
+        if ui
+            .button("Open file…")
+            .on_hover_text("report.json (longbench-chat) or grid.json (needle)")
+            .clicked()
+        {
+            app.pick_file();
+        }
+        if cfg!(target_arch = "wasm32") {
+            ui.label("or drop report.json / grid.json here");
+            return;
+        }
         ui.label("result folder");
         ui.add(
             egui::TextEdit::singleline(&mut app.eval_input)
@@ -53,14 +69,8 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
                 .desired_width(320.0),
         );
         if ui.button("Open result").clicked() {
-            match EvalResult::open(Path::new(app.eval_input.trim())) {
-                Ok(r) => {
-                    app.eval = Some(r);
-                    app.eval_item = 0;
-                    app.error = None;
-                }
-                Err(e) => app.error = Some(format!("{e:#}")),
-            }
+            let r = EvalResult::open(Path::new(app.eval_input.trim()));
+            app.set_eval(r);
         }
     });
     ui.separator();
