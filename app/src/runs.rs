@@ -2,7 +2,7 @@
 //! run folder's `events.jsonl`, which is all it reads. The app holds no training state, so it can
 //! attach to a run started from the command line, or to a run folder copied from another machine.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,22 +24,6 @@ pub fn core_cli() -> PathBuf {
         }
     }
     PathBuf::from(name)
-}
-
-/// Reads the events of a run folder. A last line still being written is left for the next read;
-/// any other bad line is an error naming it.
-pub fn read_events(run: &Path) -> anyhow::Result<Vec<StepEvent>> {
-    let path = run.join("events.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    let complete = text.rfind('\n').map_or("", |i| &text[..i]);
-    complete
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| anyhow::anyhow!("{}:{}: {e}", path.display(), i + 1))
-        })
-        .collect()
 }
 
 /// What to start.
@@ -148,7 +132,7 @@ impl Run {
             return;
         }
         self.seen = stamp;
-        match read_events(&self.dir) {
+        match longalign::train::events::read_complete_events(&path) {
             Ok(ev) => {
                 self.events = ev;
                 self.error = None;

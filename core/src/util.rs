@@ -23,6 +23,19 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     result.with_context(|| format!("writing {}", path.display()))
 }
 
+/// Cuts a torn last line (a run killed mid-write) off an append-only JSON-lines file, so the next
+/// append starts on a line of its own. A missing file is fine.
+pub fn cut_torn_tail(path: &Path) -> anyhow::Result<()> {
+    let Ok(bytes) = std::fs::read(path) else { return Ok(()) };
+    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
+        let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let f =
+            std::fs::OpenOptions::new().write(true).open(path).with_context(|| path.display().to_string())?;
+        f.set_len(keep as u64)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

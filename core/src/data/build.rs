@@ -174,18 +174,6 @@ pub fn sidecar(out: &Path, suffix: &str) -> PathBuf {
     out.with_file_name(format!("{stem}.{suffix}"))
 }
 
-/// Cuts a torn last line (a run killed mid-write) so the next append starts on a line of its own.
-pub fn repair_tail(path: &Path) -> anyhow::Result<()> {
-    let Ok(bytes) = std::fs::read(path) else { return Ok(()) };
-    if !bytes.is_empty() && !bytes.ends_with(b"\n") {
-        let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let f =
-            std::fs::OpenOptions::new().write(true).open(path).with_context(|| path.display().to_string())?;
-        f.set_len(keep as u64)?;
-    }
-    Ok(())
-}
-
 /// The finished records of an output file (torn last line already cut).
 fn read_output(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
     let text = match std::fs::read_to_string(path) {
@@ -344,7 +332,7 @@ pub fn build(
     if cfg.overwrite && !cfg.resume {
         std::fs::write(&cfg.out, b"").with_context(|| format!("truncating {}", cfg.out.display()))?;
     }
-    repair_tail(&cfg.out)?;
+    crate::util::cut_torn_tail(&cfg.out)?;
     let done: HashSet<String> =
         read_output(&cfg.out)?.iter().filter_map(|v| v["meta"]["job"].as_str().map(String::from)).collect();
     let todo: Vec<&Job> = jobs.iter().filter(|j| !done.contains(&j.id)).collect();
@@ -497,7 +485,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("o.jsonl");
         std::fs::write(&p, "{\"meta\":{\"job\":\"a#0\"}}\n{\"meta\":{\"jo").unwrap();
-        repair_tail(&p).unwrap();
+        crate::util::cut_torn_tail(&p).unwrap();
         assert_eq!(read_output(&p).unwrap().len(), 1);
         std::fs::write(&p, "{\"messages\":[]}\n").unwrap();
         assert!(read_output(&p).unwrap_err().to_string().contains("o.jsonl:1: field meta.job missing"));

@@ -223,14 +223,9 @@ pub struct Cache<T> {
 impl<T: Serialize + for<'de> Deserialize<'de> + Clone> Cache<T> {
     pub fn open(path: &Path, idx: impl Fn(&T) -> u64) -> anyhow::Result<Self> {
         let mut entries = BTreeMap::new();
+        // A run killed mid-write leaves a partial last line: cut it off first.
+        crate::util::cut_torn_tail(path)?;
         if let Ok(text) = std::fs::read_to_string(path) {
-            // A run killed mid-write leaves a partial last line: cut it off so the next append
-            // starts on a line of its own.
-            if !text.is_empty() && !text.ends_with('\n') {
-                let keep = text.rfind('\n').map_or(0, |i| i + 1);
-                let f = std::fs::OpenOptions::new().write(true).open(path)?;
-                f.set_len(keep as u64)?;
-            }
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
                 if let Ok(v) = serde_json::from_str::<T>(line) {
                     entries.insert(idx(&v), v);

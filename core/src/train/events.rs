@@ -49,6 +49,20 @@ pub struct StepEvent {
 pub fn read_events(path: &std::path::Path) -> anyhow::Result<Vec<StepEvent>> {
     use anyhow::Context;
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_events(path, &text)
+}
+
+/// The events of a run that may be writing right now: a last line without its newline is left for
+/// the next read; any other bad line is an error naming it (what the app's Train view reads).
+pub fn read_complete_events(path: &std::path::Path) -> anyhow::Result<Vec<StepEvent>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+    parse_events(path, complete)
+}
+
+fn parse_events(path: &std::path::Path, text: &str) -> anyhow::Result<Vec<StepEvent>> {
+    use anyhow::Context;
     text.lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
