@@ -31,6 +31,10 @@ pub struct Loaded {
     pub tokenizer: ModelTokenizer,
     /// Full (untruncated) lengths, for lengths files.
     lengths: Vec<Item>,
+    /// (total, target) tokens of every sequence and their histogram, computed once at load: the
+    /// Data view draws them every frame, and counting targets walks every token.
+    lens: Vec<(u32, u32)>,
+    bins: Vec<(u32, usize)>,
     pub sources: BTreeMap<String, SourceStats>,
     pub formats: Vec<(String, usize)>,
     /// Invalid records, `line N: field: reason`, in file order.
@@ -83,12 +87,15 @@ impl Loaded {
             s.target_tokens += it.target as u64;
         }
         s.mean_len = s.tokens as f64 / s.examples.max(1) as f64;
+        let lens: Vec<(u32, u32)> = items.iter().map(|i| (i.total, i.target)).collect();
         Self {
             origin,
             name,
             dataset: None,
             tokenizer: ModelTokenizer::builtin(),
             lengths: items,
+            bins: histogram(&lens),
+            lens,
             sources,
             formats: vec![("lengths".into(), 0)],
             invalid: Vec::new(),
@@ -100,7 +107,20 @@ impl Loaded {
         let formats = ds.formats.iter().map(|(f, n)| (f.as_str().to_string(), *n)).collect();
         let invalid =
             ds.skipped.iter().map(|e| format!("line {}: {}: {}", e.line, e.field, e.message)).collect();
-        Self { origin, name, dataset: Some(ds), tokenizer, lengths: Vec::new(), sources, formats, invalid }
+        let lens: Vec<(u32, u32)> =
+            ds.tokens.iter().map(|t| (t.len() as u32, t.target_count() as u32)).collect();
+        Self {
+            origin,
+            name,
+            dataset: Some(ds),
+            tokenizer,
+            lengths: Vec::new(),
+            bins: histogram(&lens),
+            lens,
+            sources,
+            formats,
+            invalid,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -112,11 +132,13 @@ impl Loaded {
     }
 
     /// (total, target) tokens of every sequence, untruncated.
-    pub fn lengths(&self) -> Vec<(u32, u32)> {
-        match &self.dataset {
-            Some(d) => d.tokens.iter().map(|t| (t.len() as u32, t.target_count() as u32)).collect(),
-            None => self.lengths.iter().map(|i| (i.total, i.target)).collect(),
-        }
+    pub fn lengths(&self) -> &[(u32, u32)] {
+        &self.lens
+    }
+
+    /// Log2 histogram of the lengths ([`histogram`]).
+    pub fn histogram(&self) -> &[(u32, usize)] {
+        &self.bins
     }
 
     /// Planner items under a length limit, exactly as `core-cli plan` makes them: a tokenized

@@ -78,6 +78,8 @@ pub struct Planned {
     pub rows: Vec<DrawRow>,
     /// Longest row length (the drawing's full width).
     pub widest: u32,
+    /// Target tokens of each planned item, by id (for the loss-weight view's steps).
+    target_of: std::collections::HashMap<usize, u32>,
 }
 
 pub struct DrawRow {
@@ -121,6 +123,7 @@ fn plan_named(
         }
     }
     let widest = rows.iter().map(|r| r.row_len).max().unwrap_or(1);
+    let target_of = r.plan.items.iter().map(|i| (i.id, i.target)).collect();
     Ok(Planned {
         strategy,
         name,
@@ -130,6 +133,7 @@ fn plan_named(
         seconds: r.seconds,
         rows,
         widest,
+        target_of,
     })
 }
 
@@ -151,10 +155,9 @@ pub fn plan_all(data: &Loaded, settings: &Settings) -> anyhow::Result<Vec<Planne
 
 /// Each sequence's share of one step's loss under both weightings: (item id, target tokens,
 /// token-mean share, sequence-mean share). Shares of a step sum to 1.
-pub fn step_shares(plan: &Plan, step: usize) -> Vec<(usize, u32, f64, f64)> {
-    let Some(s) = plan.steps.get(step) else { return Vec::new() };
-    let target_of: std::collections::HashMap<usize, u32> =
-        plan.items.iter().map(|i| (i.id, i.target)).collect();
+pub fn step_shares(p: &Planned, step: usize) -> Vec<(usize, u32, f64, f64)> {
+    let Some(s) = p.plan.steps.get(step) else { return Vec::new() };
+    let target_of = &p.target_of;
     let ids: Vec<usize> =
         s.micro_batches.iter().flat_map(|mb| mb.rows.iter().flat_map(|r| r.ids.iter().copied())).collect();
     let targets: Vec<u32> = ids.iter().map(|id| target_of.get(id).copied().unwrap_or(0)).collect();

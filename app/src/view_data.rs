@@ -5,7 +5,6 @@ use egui::{Color32, FontId};
 use egui_plot::{Bar, BarChart, Plot};
 
 use crate::AppState;
-use crate::data::histogram;
 
 /// Long texts are shown with their middle elided: an inspector for 64k-token documents must not
 /// lay out megabytes of text every frame.
@@ -64,7 +63,7 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
 
         let ui = &mut cols[1];
         ui.strong("Sequence lengths (tokens)");
-        let bins = histogram(&lengths);
+        let bins = d.histogram();
         let bars: Vec<Bar> = bins
             .iter()
             .enumerate()

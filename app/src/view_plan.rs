@@ -180,7 +180,7 @@ fn weights(app: &mut AppState, ui: &mut egui::Ui) {
         ui.add(egui::DragValue::new(&mut app.weight_step).range(0..=steps - 1));
         ui.label(format!("of {steps}"));
     });
-    let shares = crate::plans::step_shares(&p.plan, app.weight_step);
+    let shares = crate::plans::step_shares(p, app.weight_step);
     if let Some(&(id, n, tok, seq)) = shares.iter().max_by_key(|s| s.1) {
         ui.label(format!(
             "{} sequences in this step. The one with the most target tokens (#{id}, {n}) carries {:.1} % of the step's loss under token-mean, {:.1} % under sequence weighting (each of M = {} counts 1/M).",
