@@ -92,10 +92,204 @@ pub struct TrainArgs {
     /// Also write the run summary (steps, losses, tokens, wall time, peak memory) as JSON here.
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub dist: DistArgs,
+}
+
+/// Data parallelism: which devices this process drives and where it sits among the nodes.
+#[derive(Args, Debug, Clone)]
+pub struct DistArgs {
+    /// Devices of this node, one data-parallel rank each: `0`, `0,1,2,3` or `all`. On cpu the
+    /// indices are replicas on the one CPU device (a simulation of several devices: same maths,
+    /// no speed-up). Default: `LOCAL_RANK` when launched by torchrun-style tools, else `0`.
+    #[arg(long)]
+    pub devices: Option<String>,
+    /// Number of nodes (processes), each with the same number of devices. Default: `WORLD_SIZE`, else 1.
+    #[arg(long)]
+    pub nodes: Option<usize>,
+    /// This node's index, 0..nodes (node 0 hosts the orchestrator and writes the run). Default: `RANK`.
+    #[arg(long)]
+    pub node_rank: Option<usize>,
+    /// `HOST:PORT` of node 0 (the orchestrator listens on PORT). Default: `MASTER_ADDR:MASTER_PORT`.
+    #[arg(long)]
+    pub master: Option<String>,
+    /// `HOST:PORT` at which other nodes reach this node's tensor service. Default: this host
+    /// (`LONGALIGN_NODE_HOST`, else 127.0.0.1 when the master is local, else the hostname) and
+    /// port MASTER_PORT + 1 + node rank.
+    #[arg(long)]
+    pub node_addr: Option<String>,
+    /// Seconds one collective call may wait for the other ranks before this process stops with
+    /// an error (a rank died or hangs).
+    #[arg(long, default_value_t = 900)]
+    pub collective_timeout: u64,
+}
+
+impl Default for DistArgs {
+    fn default() -> Self {
+        Self {
+            devices: None,
+            nodes: None,
+            node_rank: None,
+            master: None,
+            node_addr: None,
+            collective_timeout: 900,
+        }
+    }
+}
+
+/// The launch topology, device indices not yet turned into backend devices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topology {
+    /// `None` = all devices of the backend.
+    pub devices: Option<Vec<usize>>,
+    pub nodes: usize,
+    pub node_rank: usize,
+    pub master: Option<String>,
+    pub node_addr: Option<String>,
+    pub timeout: std::time::Duration,
+}
+
+impl DistArgs {
+    /// Resolves flags, then the torchrun-style environment (`WORLD_SIZE`, `RANK`, `LOCAL_RANK`,
+    /// `MASTER_ADDR`, `MASTER_PORT`), then defaults. Under torchrun every process is one node
+    /// driving one device (`LOCAL_RANK`).
+    pub fn topology(&self, env: impl Fn(&str) -> Option<String>) -> anyhow::Result<Topology> {
+        let num = |flag: Option<usize>, var: &str| -> anyhow::Result<Option<usize>> {
+            match flag {
+                Some(v) => Ok(Some(v)),
+                None => env(var)
+                    .map(|v| {
+                        v.trim().parse().with_context(|| format!("environment {var}={v:?}: not a number"))
+                    })
+                    .transpose(),
+            }
+        };
+        let nodes = num(self.nodes, "WORLD_SIZE")?.unwrap_or(1);
+        let node_rank = num(self.node_rank, "RANK")?.unwrap_or(0);
+        let devices = match self.devices.as_deref().map(str::trim) {
+            Some("all") => None,
+            Some(list) => Some(parse_device_list(list)?),
+            None => Some(vec![num(None, "LOCAL_RANK")?.unwrap_or(0)]),
+        };
+        let master = match &self.master {
+            Some(m) => Some(m.clone()),
+            None => {
+                env("MASTER_ADDR").map(|a| format!("{a}:{}", env("MASTER_PORT").unwrap_or("29500".into())))
+            }
+        };
+        if nodes > 1 && master.is_none() {
+            anyhow::bail!("--nodes {nodes} needs --master HOST:PORT (or MASTER_ADDR and MASTER_PORT)");
+        }
+        let node_addr = match (&self.node_addr, &master) {
+            (Some(a), _) => Some(a.clone()),
+            (None, Some(m)) if nodes > 1 => {
+                let (mhost, mport) = train::parallel::host_port(m)?;
+                let local = matches!(mhost, "127.0.0.1" | "localhost" | "::1" | "[::1]");
+                let host = env("LONGALIGN_NODE_HOST").unwrap_or_else(|| {
+                    if local {
+                        "127.0.0.1".into()
+                    } else {
+                        std::fs::read_to_string("/proc/sys/kernel/hostname")
+                            .map(|h| h.trim().to_string())
+                            .ok()
+                            .or_else(|| env("HOSTNAME"))
+                            .unwrap_or_else(|| "127.0.0.1".into())
+                    }
+                });
+                let port = u16::try_from(mport as usize + 1 + node_rank)
+                    .context("MASTER_PORT + 1 + node rank is past 65535: pass --node-addr")?;
+                Some(format!("{host}:{port}"))
+            }
+            _ => None,
+        };
+        let t = Topology {
+            devices,
+            nodes,
+            node_rank,
+            master,
+            node_addr,
+            timeout: std::time::Duration::from_secs(self.collective_timeout),
+        };
+        if t.node_rank >= t.nodes {
+            anyhow::bail!("node rank {} is not below the number of nodes {}", t.node_rank, t.nodes);
+        }
+        Ok(t)
+    }
+}
+
+/// `0,1,3` → [0, 1, 3]; no duplicates.
+pub fn parse_device_list(s: &str) -> anyhow::Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let i: usize = part.trim().parse().with_context(|| {
+            format!("--devices {s:?}: {part:?} is not a device index (expected e.g. 0,1,2,3 or all)")
+        })?;
+        if out.contains(&i) {
+            anyhow::bail!("--devices {s:?}: device {i} is listed twice");
+        }
+        out.push(i);
+    }
+    Ok(out)
+}
+
+/// A backend's device by index (for `--devices`).
+pub trait IndexedDevice: Sized {
+    /// Device `index`; `only` when it is the run's one device (then the backend's default is used).
+    fn nth(index: usize, only: bool) -> anyhow::Result<Self>;
+    /// How many devices `all` means.
+    fn count() -> usize;
+}
+
+impl IndexedDevice for burn::backend::flex::FlexDevice {
+    fn nth(_: usize, _: bool) -> anyhow::Result<Self> {
+        // One CPU device: several indices are replicas sharing it (a simulation of data parallel).
+        Ok(Self)
+    }
+    fn count() -> usize {
+        1
+    }
+}
+
+impl IndexedDevice for burn::backend::wgpu::WgpuDevice {
+    fn nth(index: usize, only: bool) -> anyhow::Result<Self> {
+        Ok(if only && index == 0 { Self::default() } else { Self::DiscreteGpu(index) })
+    }
+    fn count() -> usize {
+        1
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl IndexedDevice for burn::backend::cuda::CudaDevice {
+    fn nth(index: usize, _: bool) -> anyhow::Result<Self> {
+        let n = Self::count();
+        if index >= n {
+            anyhow::bail!("--devices: CUDA device {index} does not exist ({n} visible)");
+        }
+        Ok(Self::new(index))
+    }
+    fn count() -> usize {
+        <burn::backend::Cuda as Backend>::device_count(0)
+    }
+}
+
+/// The backend devices of a topology.
+pub fn launch<D: IndexedDevice>(t: &Topology) -> anyhow::Result<train::Launch<D>> {
+    let idx = t.devices.clone().unwrap_or_else(|| (0..D::count()).collect());
+    let only = idx.len() == 1;
+    Ok(train::Launch {
+        devices: idx.iter().map(|&i| D::nth(i, only)).collect::<anyhow::Result<_>>()?,
+        nodes: t.nodes,
+        node_rank: t.node_rank,
+        master: t.master.clone(),
+        node_addr: t.node_addr.clone(),
+        timeout: t.timeout,
+    })
 }
 
 impl TrainArgs {
-    pub fn to_config(&self) -> TrainConfig {
+    /// The run configuration for `world` data-parallel ranks (the plan is cut for all of them).
+    pub fn to_config(&self, world: usize) -> TrainConfig {
         let preset = crate::model::LlamaConfig::preset(&self.model).is_some();
         let strategy = self.strategy;
         TrainConfig {
@@ -111,7 +305,7 @@ impl TrainArgs {
                 max_tokens: Some(self.max_tokens.unwrap_or(if preset { 2048 } else { 65536 })),
                 batch_size: self.batch_size.unwrap_or(if strategy == Strategy::Pack { 1 } else { 8 }),
                 token_budget: self.token_budget,
-                devices: 1,
+                devices: world,
                 accum: self.accum,
                 loss: self.loss,
                 seed: self.seed,
@@ -199,6 +393,7 @@ fn default_out() -> PathBuf {
 }
 
 pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+    let topo = args.dist.topology(|k| std::env::var(k).ok())?;
     let (cfg, out, resume) = match &args.resume {
         Some(dir) => {
             let path = dir.join("config.toml");
@@ -208,20 +403,39 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
                 toml::from_str(&text).with_context(|| format!("{}: not a run config", path.display()))?;
             (cfg, dir.clone(), true)
         }
-        None => (args.to_config(), args.out.clone().unwrap_or_else(default_out), false),
+        None => {
+            let local = match &topo.devices {
+                Some(d) => d.len(),
+                None => with_backend!(args.backend.as_str(), |B, _device| {
+                    <burn::tensor::Device<B> as IndexedDevice>::count()
+                }),
+            };
+            (args.to_config(topo.nodes * local), args.out.clone().unwrap_or_else(default_out), false)
+        }
     };
     let summary = if cfg.activation_checkpointing {
         // Burn's balanced checkpointing: memory-bound activations are recomputed in the backward
         // pass instead of kept (compute-bound ones, like matmuls, are still saved).
         type Ck = burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-        with_backend!(cfg.backend.as_str(), Ck, |B, device| train::train::<B>(
-            &cfg, &out, resume, &device, args.quiet
+        with_backend!(cfg.backend.as_str(), Ck, |B, _device| train::train_on::<B>(
+            &cfg,
+            &out,
+            resume,
+            &launch(&topo)?,
+            args.quiet
         )?)
     } else {
-        with_backend!(cfg.backend.as_str(), |B, device| train::train::<B>(
-            &cfg, &out, resume, &device, args.quiet
+        with_backend!(cfg.backend.as_str(), |B, _device| train::train_on::<B>(
+            &cfg,
+            &out,
+            resume,
+            &launch(&topo)?,
+            args.quiet
         )?)
     };
+    if topo.node_rank != 0 {
+        return Ok(());
+    }
     if let Some(p) = &args.summary_json {
         crate::util::write_atomic(p, serde_json::to_string(&summary)?.as_bytes())?;
     }
@@ -379,8 +593,9 @@ pub fn embedded_default(demo: &DemoArgs) -> anyhow::Result<()> {
         seq_bucket: None,
         quiet: false,
         summary_json: None,
+        dist: DistArgs::default(),
     };
-    let cfg = args.to_config();
+    let cfg = args.to_config(1);
     let out = args.out.clone().expect("set above");
     type B = burn::backend::Autodiff<burn::backend::Flex>;
     let device = Default::default();

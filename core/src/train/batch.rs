@@ -57,3 +57,43 @@ pub fn build(mb: &MicroBatch, tokens: &[Tokenized], pad_id: u32) -> MicroBatchIn
         sequences,
     }
 }
+
+/// Token counts of a planned micro-batch, from the plan alone (no tensors): what every rank of a
+/// data-parallel run can compute for the whole step without communication.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub useful_tokens: u64,
+    pub padded_tokens: u64,
+    pub target_tokens: u64,
+    pub sequences: usize,
+    pub rows: usize,
+}
+
+impl Counts {
+    pub fn of(mb: &MicroBatch, tokens: &[Tokenized]) -> Self {
+        let mut c = Counts {
+            padded_tokens: (mb.rows.len() * mb.row_len as usize) as u64,
+            rows: mb.rows.len(),
+            ..Counts::default()
+        };
+        for row in &mb.rows {
+            for (k, &id) in row.ids.iter().enumerate() {
+                let n = (row.cu_seqlens[k + 1] - row.cu_seqlens[k]) as usize;
+                c.useful_tokens += n as u64;
+                c.target_tokens += tokens[id].targets[1..n].iter().filter(|&&m| m).count() as u64;
+            }
+            c.sequences += row.ids.len();
+        }
+        c
+    }
+
+    pub fn add(self, o: Counts) -> Counts {
+        Counts {
+            useful_tokens: self.useful_tokens + o.useful_tokens,
+            padded_tokens: self.padded_tokens + o.padded_tokens,
+            target_tokens: self.target_tokens + o.target_tokens,
+            sequences: self.sequences + o.sequences,
+            rows: self.rows + o.rows,
+        }
+    }
+}
