@@ -701,3 +701,63 @@ fn evaluate<B: Backend>(
         keys,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn topology_defaults_to_one_device_on_one_node() {
+        let t = DistArgs::default().topology(env(&[])).unwrap();
+        assert_eq!(
+            (t.devices, t.nodes, t.node_rank, t.master, t.node_addr),
+            (Some(vec![0]), 1, 0, None, None)
+        );
+        assert_eq!(t.timeout.as_secs(), 900);
+    }
+
+    #[test]
+    fn topology_reads_torchrun_environment() {
+        let vars = [
+            ("WORLD_SIZE", "8"),
+            ("RANK", "5"),
+            ("LOCAL_RANK", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+            ("MASTER_PORT", "29600"),
+        ];
+        let t = DistArgs::default().topology(env(&vars)).unwrap();
+        assert_eq!(t.devices, Some(vec![1]));
+        assert_eq!((t.nodes, t.node_rank), (8, 5));
+        assert_eq!(t.master.as_deref(), Some("127.0.0.1:29600"));
+        // Each process's tensor service gets its own port after the master's.
+        assert_eq!(t.node_addr.as_deref(), Some("127.0.0.1:29606"));
+        // Flags win over the environment; a remote master makes the node address this host's.
+        let a = DistArgs {
+            devices: Some("0,1,2,3".into()),
+            nodes: Some(2),
+            node_rank: Some(1),
+            master: Some("head-node:29500".into()),
+            ..DistArgs::default()
+        };
+        let t = a.topology(env(&[("LONGALIGN_NODE_HOST", "gpu-7"), ("RANK", "9")])).unwrap();
+        assert_eq!((t.devices, t.nodes, t.node_rank), (Some(vec![0, 1, 2, 3]), 2, 1));
+        assert_eq!(t.node_addr.as_deref(), Some("gpu-7:29502"));
+        let t = DistArgs { devices: Some("all".into()), ..DistArgs::default() }.topology(env(&[])).unwrap();
+        assert_eq!(t.devices, None);
+    }
+
+    #[test]
+    fn topology_errors_name_the_problem() {
+        let e = DistArgs::default().topology(env(&[("WORLD_SIZE", "two")])).unwrap_err();
+        assert!(format!("{e:#}").contains("WORLD_SIZE=\"two\""), "{e:#}");
+        let e = DistArgs { nodes: Some(2), ..DistArgs::default() }.topology(env(&[])).unwrap_err();
+        assert!(e.to_string().contains("--master"), "{e}");
+        assert!(parse_device_list("0,x").unwrap_err().to_string().contains("\"x\" is not a device index"));
+        assert!(parse_device_list("1,1").is_err());
+        assert_eq!(parse_device_list(" 2, 0 ").unwrap(), vec![2, 0]);
+    }
+}

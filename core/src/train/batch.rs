@@ -5,17 +5,13 @@ use crate::data::Tokenized;
 use crate::model::PackedRows;
 use crate::model::loss::row_targets;
 
-/// One micro-batch ready for the model, with its token counts.
+/// One micro-batch ready for the model (its token counts: [`Counts::of`]).
 pub struct MicroBatchInput {
     pub rows: PackedRows,
     /// Next-token labels, row-major `[rows × row_len]`.
     pub labels: Vec<u32>,
     /// Loss weight per position (0 where no loss).
     pub weights: Vec<f32>,
-    pub useful_tokens: u64,
-    pub padded_tokens: u64,
-    pub target_tokens: u64,
-    pub sequences: usize,
 }
 
 /// Lays out a micro-batch's rows. `tokens[id]` is item `id` of the plan; a sequence the plan cut
@@ -24,7 +20,6 @@ pub fn build(mb: &MicroBatch, tokens: &[Tokenized], pad_id: u32) -> MicroBatchIn
     let row_len = mb.row_len as usize;
     let mut ids = Vec::with_capacity(mb.rows.len() * row_len);
     let (mut labels, mut weights) = (Vec::with_capacity(ids.capacity()), Vec::with_capacity(ids.capacity()));
-    let (mut useful, mut targets, mut sequences) = (0u64, 0u64, 0usize);
     for row in &mb.rows {
         let start = ids.len();
         let mut parts = Vec::with_capacity(row.ids.len());
@@ -32,11 +27,8 @@ pub fn build(mb: &MicroBatch, tokens: &[Tokenized], pad_id: u32) -> MicroBatchIn
             let n = (row.cu_seqlens[k + 1] - row.cu_seqlens[k]) as usize;
             let t = &tokens[id];
             ids.extend_from_slice(&t.ids[..n]);
-            targets += t.targets[1..n].iter().filter(|&&m| m).count() as u64;
             parts.push((&t.ids[..n], &t.targets[..n], w));
         }
-        useful += (ids.len() - start) as u64;
-        sequences += row.ids.len();
         ids.resize(start + row_len, pad_id);
         let (l, w) = row_targets(&parts, row_len);
         labels.extend(l);
@@ -51,10 +43,6 @@ pub fn build(mb: &MicroBatch, tokens: &[Tokenized], pad_id: u32) -> MicroBatchIn
         },
         labels,
         weights,
-        useful_tokens: useful,
-        padded_tokens: (mb.rows.len() * row_len) as u64,
-        target_tokens: targets,
-        sequences,
     }
 }
 
@@ -67,6 +55,20 @@ pub struct Counts {
     pub target_tokens: u64,
     pub sequences: usize,
     pub rows: usize,
+}
+
+impl std::ops::Add for Counts {
+    type Output = Counts;
+
+    fn add(self, o: Counts) -> Counts {
+        Counts {
+            useful_tokens: self.useful_tokens + o.useful_tokens,
+            padded_tokens: self.padded_tokens + o.padded_tokens,
+            target_tokens: self.target_tokens + o.target_tokens,
+            sequences: self.sequences + o.sequences,
+            rows: self.rows + o.rows,
+        }
+    }
 }
 
 impl Counts {
@@ -85,15 +87,5 @@ impl Counts {
             c.sequences += row.ids.len();
         }
         c
-    }
-
-    pub fn add(self, o: Counts) -> Counts {
-        Counts {
-            useful_tokens: self.useful_tokens + o.useful_tokens,
-            padded_tokens: self.padded_tokens + o.padded_tokens,
-            target_tokens: self.target_tokens + o.target_tokens,
-            sequences: self.sequences + o.sequences,
-            rows: self.rows + o.rows,
-        }
     }
 }

@@ -467,7 +467,7 @@ fn run_rank<B: AutodiffBackend>(
         let c = step
             .micro_batches
             .iter()
-            .fold(batch::Counts::default(), |c, mb| c.add(batch::Counts::of(mb, &run.tokens)));
+            .fold(batch::Counts::default(), |c, mb| c + batch::Counts::of(mb, &run.tokens));
         if first_loss.is_nan() {
             first_loss = loss;
         }

@@ -203,7 +203,12 @@ pub struct Peer<B: AutodiffBackend> {
 }
 
 fn collective<T>(r: Result<T, burn_collective::CollectiveError>, what: &str) -> anyhow::Result<T> {
-    r.map_err(|e| anyhow::anyhow!("collective {what} failed: {e:?}"))
+    r.map_err(|e| {
+        anyhow::anyhow!(
+            "collective {what} failed ({e:?}): another rank probably died; \
+             restart every node with --resume RUN_DIR"
+        )
+    })
 }
 
 struct Shapes(Vec<(ParamId, Vec<usize>)>);
@@ -297,7 +302,7 @@ impl<B: AutodiffBackend> Peer<B> {
             ),
             what,
         )?;
-        Ok(Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(r)).slice([0..n]))
+        Ok(Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(r)).narrow(0, 0, n))
     }
 
     /// Sums `values` over all ranks.
@@ -352,7 +357,7 @@ impl<B: AutodiffBackend> Peer<B> {
             for (k, (id, dims)) in shapes.0[start..end].iter().enumerate() {
                 let n: usize = dims.iter().product();
                 if present[start + k] > 0.0 {
-                    let part = summed.clone().slice([at..at + n]);
+                    let part = summed.clone().narrow(0, at, n);
                     by_rank!(dims.len(), put_flat, B, &mut out, *id, part, dims);
                 }
                 at += n;
