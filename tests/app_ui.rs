@@ -382,3 +382,48 @@ fn eval_tab_opens_picked_result_bytes() {
     h.run();
     h.get_by_label_contains("notes.json: neither a LongBench-Chat report");
 }
+
+/// "Train here" trains inside the app (no core-cli process): the run is the one `core-cli train`
+/// makes from the command the view shows, and the view follows it step by step.
+#[test]
+fn train_here_runs_what_core_cli_train_would_and_shows_its_steps() {
+    let mut state = AppState::with_sample();
+    state.tab = Tab::Train;
+    state.settings.max_tokens = 512;
+    state.in_app.steps = 2;
+    state.launch.steps = 2;
+    state.launch.lr = state.in_app.lr;
+    let args = longalign_app::view_train::train_args(&state, "out").unwrap();
+    let cli = match longalign::cli::Cli::try_parse_from(std::iter::once("core-cli".to_string()).chain(args))
+        .unwrap()
+        .command
+    {
+        Some(longalign::cli::Command::Train(a)) => a.to_config(1),
+        _ => unreachable!(),
+    };
+    assert_eq!(longalign_app::in_app::config(&state), cli);
+
+    let mut h = harness(state);
+    h.run();
+    h.get_by_label("train in this app").click();
+    h.run();
+    h.get_by_label("idle · no steps yet");
+    h.get_by_label("Train here").click();
+    for _ in 0..20 {
+        h.step();
+        if !h.state().in_app.running && h.state().in_app.session.is_some() {
+            break;
+        }
+    }
+    h.run();
+    let hist = &h.state().in_app.history;
+    assert_eq!(hist.len(), 2);
+    let last = &hist[1];
+    h.get_by_label_contains(&format!("done · step 2/2 · loss {:.4}", last.loss));
+    assert!(hist.iter().all(|e| e.loss.is_finite() && e.counts.useful_tokens > 0));
+    // Speeds differ run to run: mask the status line and the tokens-per-second plot.
+    let status = h.get_by_label_contains("done · step 2/2").rect();
+    h.mask(egui::Rect::from_min_max(status.left_top(), egui::pos2(1400.0, status.bottom() + 1.0)));
+    h.mask(egui::Rect::from_min_max(egui::pos2(700.0, status.bottom() + 1.0), egui::pos2(1400.0, 900.0)));
+    h.snapshot_options("train_here", &snapshots());
+}

@@ -212,4 +212,43 @@ fn web_build_runs_in_headless_chromium_without_console_errors() {
     assert!(img.width() == 1400 && img.height() > 600, "{} × {}", img.width(), img.height());
     let colours: std::collections::HashSet<[u8; 4]> = img.pixels().map(|p| p.0).collect();
     assert!(colours.len() > 50, "a blank page: {} colours", colours.len());
+
+    // Training in the page: `?train=3` trains the tiny preset three steps on the CPU backend
+    // (wasm), and the title reports the losses. They are the native session's for the same
+    // configuration (same code; wasm's scalar f32 may round differently from native SIMD).
+    cdp(&mut ws, 3, "Page.navigate", json!({"url": format!("http://127.0.0.1:{port}/index.html?train=3")}));
+    let t0 = Instant::now();
+    let title = loop {
+        let t = cdp(&mut ws, 4, "Runtime.evaluate", json!({"expression": "document.title"}));
+        let t = t["result"]["value"].as_str().unwrap_or("").to_string();
+        if t.starts_with("LongAlign-rs trained") {
+            break t;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(240), "training in the page did not finish; title {t:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let page: Vec<f64> =
+        title.split("losses ").nth(1).unwrap().split(' ').map(|x| x.parse().unwrap()).collect();
+    let mut state = longalign_app::AppState::with_sample();
+    state.in_app.steps = 3;
+    let cfg = longalign_app::in_app::config(&state);
+    let d = state.data.as_ref().unwrap();
+    let mut session =
+        longalign::train::session::cpu_session(&cfg, d.dataset.as_ref().unwrap(), &d.tokenizer).unwrap();
+    let native: Vec<f64> = std::iter::from_fn(|| session.step()).map(|e| e.loss).collect();
+    assert_eq!(page.len(), 3, "{title}");
+    for (p, n) in page.iter().zip(&native) {
+        assert!((p - n).abs() <= 1e-3 * n.abs(), "page {page:?} vs native {native:?}");
+    }
+    let errors =
+        cdp(&mut ws, 5, "Runtime.evaluate", json!({"expression": "JSON.stringify(window.__errors)"}));
+    assert_eq!(errors["result"]["value"], "[]", "console errors while training: {errors}");
+    if let Some(p) = std::env::var_os("LONGALIGN_WEB_TRAIN_SCREENSHOT") {
+        let shot = cdp(&mut ws, 6, "Page.captureScreenshot", json!({"format": "png"}));
+        std::fs::write(
+            p,
+            base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap(),
+        )
+        .unwrap();
+    }
 }

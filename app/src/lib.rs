@@ -10,6 +10,7 @@
 //! UI tests (`tests/app_ui.rs`, egui_kittest) drive the same function.
 
 pub mod data;
+pub mod in_app;
 pub mod plans;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod runs;
@@ -108,6 +109,8 @@ pub struct AppState {
     pub eval_item: usize,
     /// A file the browser's picker has read, waiting to be loaded.
     pub picked: PickedFile,
+    /// Train view: training inside the app (also in the browser).
+    pub in_app: in_app::InApp,
 }
 
 impl Default for AppState {
@@ -138,6 +141,7 @@ impl Default for AppState {
             eval: None,
             eval_item: 0,
             picked: Default::default(),
+            in_app: Default::default(),
         }
     }
 }
@@ -306,8 +310,22 @@ impl AppState {
             match self.tab {
                 Tab::Data => view_data::show(self, ui),
                 Tab::Plan => view_plan::show(self, ui),
-                #[cfg(not(target_arch = "wasm32"))]
-                Tab::Train => view_train::show(self, ui),
+                Tab::Train => {
+                    // Natively: a core-cli process (any backend, files, resumable) or a session
+                    // inside the app; in the browser only the latter.
+                    #[cfg(not(target_arch = "wasm32"))]
+                    {
+                        ui.horizontal(|ui| {
+                            ui.selectable_value(&mut self.in_app.shown, false, "core-cli run");
+                            ui.selectable_value(&mut self.in_app.shown, true, "train in this app");
+                        });
+                        if !self.in_app.shown {
+                            view_train::show(self, ui);
+                            return;
+                        }
+                    }
+                    in_app::show(self, ui);
+                }
                 _ => {}
             }
         });
@@ -323,10 +341,8 @@ impl AppState {
             ui.separator();
             ui.selectable_value(&mut self.tab, Tab::Data, "Data");
             ui.selectable_value(&mut self.tab, Tab::Plan, "Plan");
-            // Training needs processes and a file system: native only.
-            if cfg!(not(target_arch = "wasm32")) {
-                ui.selectable_value(&mut self.tab, Tab::Train, "Train");
-            }
+            // In the browser the Train tab trains inside the page (no processes, no files).
+            ui.selectable_value(&mut self.tab, Tab::Train, "Train");
             ui.selectable_value(&mut self.tab, Tab::Eval, "Eval");
             ui.separator();
             if ui.button("Sample").on_hover_text("the bundled sample dataset").clicked() {
@@ -364,11 +380,19 @@ pub struct NativeApp {
     /// Save a screenshot here after `screenshot_after` frames, then close.
     pub screenshot: Option<(PathBuf, u32)>,
     frame: u32,
+    #[cfg(target_arch = "wasm32")]
+    titled_training: bool,
 }
 
 impl NativeApp {
     pub fn new(state: AppState, screenshot: Option<(PathBuf, u32)>) -> Self {
-        Self { state, screenshot, frame: 0 }
+        Self {
+            state,
+            screenshot,
+            frame: 0,
+            #[cfg(target_arch = "wasm32")]
+            titled_training: false,
+        }
     }
 }
 
@@ -383,6 +407,22 @@ impl eframe::App for NativeApp {
         {
             let fill = self.state.plans.iter().map(|p| format!("{} {:.2}", p.name, 100.0 * p.stats.fill));
             doc.set_title(&format!("LongAlign-rs ready · fill % {}", fill.collect::<Vec<_>>().join(" · ")));
+        }
+        // And when a training started from the URL (`?train=N`) is done, with its losses.
+        #[cfg(target_arch = "wasm32")]
+        if !self.state.in_app.running
+            && !self.titled_training
+            && self.state.in_app.session.as_ref().is_some_and(|s| s.done() > 0 && s.done() == s.total())
+            && let Some(doc) = web_sys::window().and_then(|w| w.document())
+        {
+            let losses: Vec<String> =
+                self.state.in_app.history.iter().map(|e| format!("{:.5}", e.loss)).collect();
+            doc.set_title(&format!(
+                "LongAlign-rs trained · {} steps · losses {}",
+                losses.len(),
+                losses.join(" ")
+            ));
+            self.titled_training = true;
         }
         if let Some((path, after)) = &self.screenshot {
             let shot = ui.ctx().input(|i| {

@@ -107,7 +107,20 @@ fn main() {
             .and_then(|d| d.get_element_by_id("longalign"))
             .and_then(|e| e.dyn_into::<web_sys::HtmlCanvasElement>().ok())
             .expect("the page has <canvas id=\"longalign\">");
-        let state = longalign_app::AppState::with_sample();
+        let mut state = longalign_app::AppState::with_sample();
+        // `?train=N`: open the Train tab and train the tiny preset N steps in the page at once
+        // (a shareable demo link; the headless browser test uses it).
+        let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
+        if let Some(n) = search
+            .trim_start_matches('?')
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("train="))
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            state.tab = longalign_app::Tab::Train;
+            state.in_app.steps = n.max(1);
+            longalign_app::in_app::start(&mut state);
+        }
         let started = eframe::WebRunner::new()
             .start(
                 canvas,

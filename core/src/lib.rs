@@ -10,8 +10,8 @@ pub mod eval;
 pub mod infer;
 #[cfg(feature = "native")]
 pub mod llm;
-#[cfg(feature = "native")]
+#[cfg(feature = "model")]
 pub mod model;
-#[cfg(feature = "native")]
+#[cfg(feature = "model")]
 pub mod train;
 pub mod util;

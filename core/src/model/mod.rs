@@ -4,6 +4,7 @@
 pub mod config;
 pub mod generate;
 pub mod llama;
+#[cfg(feature = "native")]
 pub mod load;
 pub mod loss;
 pub mod rope;

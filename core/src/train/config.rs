@@ -1,0 +1,100 @@
+//! A run's configuration (`RUN_DIR/config.toml`) and what every trainer derives from it the same
+//! way: the preset model's initialisation and the padding id.
+
+use std::path::PathBuf;
+
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+
+use crate::batch::PlanConfig;
+use crate::data::ModelTokenizer;
+use crate::data::formats::Format;
+use crate::model::{Llama, LlamaConfig};
+
+/// Everything that determines a run; saved as `RUN_DIR/config.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// A preset (`tiny`) or a Hugging Face model directory.
+    pub model: String,
+    /// Training data; the embedded sample when absent.
+    pub data: Option<PathBuf>,
+    /// Tokenizer directory (default: the model directory, or the built-in one for presets).
+    pub tokenizer: Option<PathBuf>,
+    pub chat_template: Option<PathBuf>,
+    pub format: Option<Format>,
+    pub skip_invalid: bool,
+    pub plan: PlanConfig,
+    /// Peak learning rate (LongAlign: 2e-5).
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    /// Fraction of steps of linear warmup before cosine decay.
+    pub warmup_ratio: f64,
+    /// Global gradient-norm clip (None: no clipping).
+    pub clip_norm: Option<f64>,
+    /// Stop after this many optimizer steps (None: the whole plan).
+    pub max_steps: Option<usize>,
+    /// Write a checkpoint every N steps (and always at the end).
+    pub checkpoint_every: Option<usize>,
+    /// Target tokens per vocabulary-projection chunk in the loss.
+    pub loss_chunk: usize,
+    /// Seed of the model initialisation (presets); the plan has its own in `plan.seed`.
+    pub init_seed: u64,
+    pub backend: String,
+    /// Burn's balanced activation checkpointing (recompute memory-bound activations).
+    #[serde(default)]
+    pub activation_checkpointing: bool,
+    /// Pad each packed sequence to a multiple of this inside attention (same result, fewer
+    /// tensor shapes for JIT backends); `None` = no padding.
+    #[serde(default)]
+    pub seq_bucket: Option<usize>,
+}
+
+impl TrainConfig {
+    /// LongAlign's defaults on the embedded sample with the tiny preset.
+    pub fn embedded_default() -> Self {
+        Self {
+            model: "tiny".into(),
+            data: None,
+            tokenizer: None,
+            chat_template: None,
+            format: None,
+            skip_invalid: false,
+            plan: PlanConfig { max_tokens: Some(2048), ..PlanConfig::default() },
+            lr: 2e-5,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warmup_ratio: 0.03,
+            clip_norm: Some(1.0),
+            max_steps: None,
+            checkpoint_every: None,
+            loss_chunk: 1024,
+            init_seed: 0,
+            backend: "cpu".into(),
+            activation_checkpointing: false,
+            seq_bucket: None,
+        }
+    }
+
+    pub fn is_preset(&self) -> bool {
+        LlamaConfig::preset(&self.model).is_some()
+    }
+}
+
+/// A preset's fresh model, seeded by `init_seed`; `None` when `cfg.model` is not a preset.
+pub fn init_preset<B: Backend>(cfg: &TrainConfig, device: &B::Device) -> Option<(LlamaConfig, Llama<B>)> {
+    let mc = LlamaConfig::preset(&cfg.model)?;
+    B::seed(device, cfg.init_seed);
+    let model = Llama::init(&mc, device);
+    Some((mc, model))
+}
+
+/// The id that fills padding: the tokenizer's pad token, else `<|endoftext|>`, else 0 (padding
+/// carries no loss and no attention, so any id is correct; these match what HF would use).
+pub fn pad_id(tok: &ModelTokenizer) -> u32 {
+    tok.tokenizer.get_padding().map(|p| p.pad_id).or_else(|| tok.token_id("<|endoftext|>")).unwrap_or(0)
+}

@@ -1,0 +1,451 @@
+//! The training run: plan → for each step, each rank's micro-batches forward/backward with the
+//! plan's weights → (sum over ranks) → global-norm clip → AdamW → log → checkpoint. Flat on
+//! purpose: one screen of code is the whole algorithm.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamWConfig, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use serde::Serialize;
+
+use crate::batch as planner;
+use crate::data::formats::read_str;
+use crate::data::{ModelTokenizer, TokenizedDataset, builtin, synth};
+use crate::model::load::{load_hf, save_hf};
+use crate::model::{Llama, LlamaConfig};
+
+use super::events::{self, StepEvent};
+use super::parallel::{self, Launch};
+use super::{TrainConfig, batch, checkpoint, schedule, step as one_step};
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    pub steps: usize,
+    pub first_loss: f64,
+    pub last_loss: f64,
+    pub useful_tokens: u64,
+    pub padded_tokens: u64,
+    pub wall_s: f64,
+    pub export_dir: PathBuf,
+    /// Peak resident memory of the process so far (Linux `VmHWM`), if known.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Peak resident set size of this process (Linux; `None` elsewhere).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// The tokenizer directory of a run: `--tokenizer`, else the model directory; `None` = built-in
+/// (presets).
+fn tokenizer_dir(cfg: &TrainConfig) -> Option<PathBuf> {
+    match (&cfg.tokenizer, cfg.is_preset()) {
+        (Some(t), _) => Some(t.clone()),
+        (None, true) => None,
+        (None, false) => Some(PathBuf::from(&cfg.model)),
+    }
+}
+
+/// The tokenizer a run uses.
+pub fn run_tokenizer(cfg: &TrainConfig) -> anyhow::Result<ModelTokenizer> {
+    Ok(ModelTokenizer::load(tokenizer_dir(cfg).as_deref(), cfg.chat_template.as_deref())?)
+}
+
+/// The run's training data, tokenized.
+pub fn run_data(cfg: &TrainConfig, tok: &ModelTokenizer) -> anyhow::Result<TokenizedDataset> {
+    Ok(match &cfg.data {
+        Some(p) => TokenizedDataset::load(p, cfg.format, cfg.skip_invalid, tok)?,
+        None => {
+            let r = read_str("<embedded sample>", synth::TRAIN_JSONL, cfg.format, cfg.skip_invalid)?;
+            TokenizedDataset::from_report("<embedded sample>", r, cfg.skip_invalid, tok)?
+        }
+    })
+}
+
+/// The run's model: a fresh preset or a Hugging Face directory.
+pub fn run_model<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    device: &B::Device,
+) -> anyhow::Result<(LlamaConfig, Llama<B>)> {
+    match super::init_preset::<B>(cfg, device) {
+        Some(m) => Ok(m),
+        None => Ok(load_hf(Path::new(&cfg.model), device)?),
+    }
+}
+
+/// Trains as `cfg` says on one device, writing the run to `out`. With `resume`, continues from the
+/// last checkpoint in `out` (the saved config must match).
+pub fn train<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    device: &B::Device,
+    quiet: bool,
+) -> anyhow::Result<RunSummary> {
+    train_on::<B>(cfg, out, resume, &Launch::single(device.clone()), quiet)
+}
+
+/// What every rank of this process shares: the run's data, plan and settings (read-only).
+struct Run {
+    cfg: TrainConfig,
+    out: PathBuf,
+    quiet: bool,
+    plan: planner::Plan,
+    tokens: Vec<crate::data::Tokenized>,
+    pad_id: u32,
+    mcfg: LlamaConfig,
+    start: usize,
+    total: usize,
+    warmup: usize,
+    world: usize,
+    nodes: usize,
+    node_rank: usize,
+    devices_per_node: usize,
+    timeout: std::time::Duration,
+    collective: Option<burn_collective::CollectiveConfig>,
+}
+
+/// Trains as `cfg` says on the devices of `launch` (data parallel when there are several, across
+/// nodes when `launch.nodes > 1`). Node 0 writes the run directory; every rank returns the same
+/// summary (losses are all-reduced, token counts come from the plan).
+pub fn train_on<B: AutodiffBackend>(
+    cfg: &TrainConfig,
+    out: &Path,
+    resume: bool,
+    launch: &Launch<B::Device>,
+    quiet: bool,
+) -> anyhow::Result<RunSummary> {
+    launch.check()?;
+    if cfg.plan.devices != launch.world() {
+        bail!(
+            "the plan is for {} devices but this launch has {} ({} nodes × {} devices)",
+            cfg.plan.devices,
+            launch.world(),
+            launch.nodes,
+            launch.devices.len()
+        );
+    }
+    let writer = launch.node_rank == 0;
+    let config_path = out.join("config.toml");
+    if resume {
+        let saved: TrainConfig = toml::from_str(
+            &std::fs::read_to_string(&config_path)
+                .with_context(|| format!("reading {}", config_path.display()))?,
+        )
+        .with_context(|| format!("{}: not a run config", config_path.display()))?;
+        if saved != *cfg {
+            bail!(
+                "{}: the run was started with another configuration; resume it without changing options",
+                config_path.display()
+            );
+        }
+    } else if writer && out.join("events.jsonl").exists() {
+        bail!("{} already holds a run: use --resume {} or another --out", out.display(), out.display());
+    }
+    if writer {
+        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+        crate::util::write_atomic(&config_path, toml::to_string(cfg)?.as_bytes())?;
+    }
+
+    let tok = run_tokenizer(cfg)?;
+    let ds = run_data(cfg, &tok)?;
+    if ds.is_empty() {
+        bail!("{}: no usable examples", ds.file);
+    }
+    let (items, truncated) = ds.items(cfg.plan.length_limit(), cfg.plan.overlong);
+    let plan = planner::plan(&items, &cfg.plan)?;
+    let total = cfg.max_steps.map_or(plan.steps.len(), |m| m.min(plan.steps.len()));
+    let pad_id = super::pad_id(&tok);
+
+    // One replica per device, built one after another: a seeded init must not interleave with
+    // another thread's draws, and every replica must start from the same weights.
+    let mut replicas = Vec::with_capacity(launch.devices.len());
+    let mut start = 0;
+    let mut mcfg = None;
+    for device in &launch.devices {
+        let (mc, mut model) = run_model::<B>(cfg, device)?;
+        let mut optim = AdamWConfig::new()
+            .with_beta_1(cfg.beta1 as f32)
+            .with_beta_2(cfg.beta2 as f32)
+            .with_epsilon(cfg.eps as f32)
+            .with_weight_decay(cfg.weight_decay as f32)
+            .init::<B, Llama<B>>();
+        if resume && let Some(ck) = checkpoint::latest(out)? {
+            let (m, o, step) = checkpoint::load::<B, _>(&ck, model, optim, device)?;
+            (model, optim, start) = (m, o, step);
+        }
+        replicas.push((device.clone(), model, optim));
+        mcfg = Some(mc);
+    }
+    let mcfg = mcfg.expect("at least one device");
+    if ds.tokens.iter().flat_map(|t| &t.ids).any(|&id| id as usize >= mcfg.vocab_size) {
+        bail!("the tokenizer produces ids beyond the model's vocab_size {}", mcfg.vocab_size);
+    }
+    if resume && writer {
+        events::truncate_after(&out.join("events.jsonl"), start)?;
+    }
+    if !quiet && writer {
+        eprintln!(
+            "training {} ({} parameters) on {} examples ({} truncated) from {}: {} steps of {}{}",
+            cfg.model,
+            mcfg.num_parameters(),
+            ds.len(),
+            truncated,
+            ds.file,
+            total,
+            cfg.plan.strategy,
+            if launch.world() > 1 {
+                format!(
+                    " on {} ranks ({} nodes × {} devices)",
+                    launch.world(),
+                    launch.nodes,
+                    launch.devices.len()
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    let collective = if launch.world() > 1 {
+        // burn-communication installs an INFO-level subscriber for every tensor transfer unless one
+        // exists: ours logs warnings and errors only, on stderr.
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+            .try_init();
+        if launch.nodes > 1 && writer {
+            let (_, port) = parallel::host_port(launch.master.as_deref().unwrap_or_default())?;
+            parallel::start_orchestrator(port);
+        }
+        Some(parallel::collective_config(launch)?)
+    } else {
+        None
+    };
+    let run = std::sync::Arc::new(Run {
+        cfg: cfg.clone(),
+        out: out.to_path_buf(),
+        quiet,
+        warmup: schedule::warmup_steps(cfg.warmup_ratio, total),
+        plan,
+        tokens: ds.tokens,
+        pad_id,
+        mcfg,
+        start,
+        total,
+        world: launch.world(),
+        nodes: launch.nodes,
+        node_rank: launch.node_rank,
+        devices_per_node: launch.devices.len(),
+        timeout: launch.timeout,
+        collective,
+    });
+
+    if replicas.len() == 1 {
+        let (device, model, optim) = replicas.pop().expect("one replica");
+        return run_rank::<B>(&run, 0, device, model, optim);
+    }
+    // One thread per local device. The first rank to fail decides the outcome: the others may be
+    // blocked in a collective call waiting for it, so they are not joined (the watchdog ends them
+    // if the process lives on).
+    let (tx, rx) = std::sync::mpsc::channel();
+    for (local, (device, model, optim)) in replicas.into_iter().enumerate() {
+        let (run, tx) = (run.clone(), tx.clone());
+        std::thread::Builder::new().name(format!("rank-{}", launch.rank(local))).spawn(move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run_rank::<B>(&run, local, device, model, optim)
+            }))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(anyhow::anyhow!("rank {} panicked: {msg}", run.node_rank * run.devices_per_node + local))
+            });
+            let _ = tx.send((local, r));
+        })?;
+    }
+    drop(tx);
+    let mut summary = None;
+    for (local, r) in rx {
+        let s = r?;
+        if local == 0 {
+            summary = Some(s);
+        }
+    }
+    summary.context("rank 0 ended without a summary")
+}
+
+/// One rank's training loop: its micro-batches of each step → sum of gradients over ranks → clip →
+/// AdamW. Global rank 0 logs, checkpoints and exports.
+fn run_rank<B: AutodiffBackend>(
+    run: &Run,
+    local: usize,
+    device: B::Device,
+    mut model: Llama<B>,
+    mut optim: impl Optimizer<Llama<B>, B>,
+) -> anyhow::Result<RunSummary> {
+    let (cfg, out) = (&run.cfg, run.out.as_path());
+    let rank = run.node_rank * run.devices_per_node + local;
+    let lead = rank == 0;
+    let peer = match &run.collective {
+        Some(cc) => {
+            let peer =
+                parallel::Peer::<B>::register(rank, run.nodes, device.clone(), cc.clone(), run.timeout)?;
+            // Cheap agreement check before any work: the world size, and the same starting weights
+            // on every rank (a node with another model or checkpoint would train garbage silently).
+            let fp = parallel::fingerprint(&model);
+            let got = peer.sum(&[1.0, fp as f32], "the start-of-run agreement check")?;
+            if got[0].round() as usize != run.world {
+                bail!("rank {rank}: {} ranks answered, {} expected", got[0], run.world);
+            }
+            let expect = run.world as f64 * fp;
+            if (got[1] as f64 - expect).abs() > 1e-4 * expect.abs().max(1.0) {
+                bail!(
+                    "rank {rank}: the replicas start from different weights (checksum {} vs {expect})",
+                    got[1]
+                );
+            }
+            Some(peer)
+        }
+        None => None,
+    };
+    let quiet = run.quiet || !lead;
+    let bar =
+        if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(run.total as u64) };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} steps · {msg} · {elapsed} elapsed, ETA {eta}",
+        )
+        .expect("static template"),
+    );
+    bar.set_position(run.start as u64);
+    let mut log = if lead {
+        Some(std::fs::OpenOptions::new().create(true).append(true).open(out.join("events.jsonl"))?)
+    } else {
+        None
+    };
+    let t0 = Instant::now();
+    let (mut first_loss, mut last_loss, mut useful_all, mut padded_all) = (f64::NAN, f64::NAN, 0u64, 0u64);
+    let opts = one_step::LossOptions::new(cfg.loss_chunk, cfg.seq_bucket);
+
+    for s in run.start..run.total {
+        let step = &run.plan.steps[s];
+        let ts = Instant::now();
+        // With one rank this is every micro-batch of the step (the plan's `devices` is 1).
+        let mine = step.micro_batches.iter().filter(|mb| mb.device == rank);
+        let (mut loss, mut grads) =
+            one_step::gradients(&model, &run.mcfg, mine, &run.tokens, run.pad_id, opts, &device);
+        if let Some(peer) = &peer {
+            // The weights are global, so each rank's gradient is its share of the one loss: sum.
+            grads = peer.sum_grads(&model, grads, s + 1)?;
+            loss = peer.sum(&[loss as f32], &format!("loss all-reduce of step {}", s + 1))?[0] as f64;
+        }
+        let lr = schedule::cosine_with_warmup(cfg.lr, s, run.total, run.warmup);
+        // Every rank clips by the same norm of the same summed gradients: identical steps.
+        let grad_norm;
+        (model, grad_norm) = one_step::update(model, &mut optim, grads, cfg.clip_norm, lr);
+        let step_s = ts.elapsed().as_secs_f64();
+        let c = step
+            .micro_batches
+            .iter()
+            .fold(batch::Counts::default(), |c, mb| c + batch::Counts::of(mb, &run.tokens));
+        if first_loss.is_nan() {
+            first_loss = loss;
+        }
+        last_loss = loss;
+        (useful_all, padded_all) = (useful_all + c.useful_tokens, padded_all + c.padded_tokens);
+        let done = s + 1;
+        if let Some(log) = &mut log {
+            let ev = StepEvent {
+                v: events::SCHEMA_VERSION,
+                step: done,
+                epoch: step.epoch,
+                loss,
+                lr,
+                grad_norm,
+                useful_tokens: c.useful_tokens,
+                padded_tokens: c.padded_tokens,
+                target_tokens: c.target_tokens,
+                sequences: c.sequences,
+                rows: c.rows,
+                useful_tok_per_s: c.useful_tokens as f64 / step_s,
+                padded_tok_per_s: c.padded_tokens as f64 / step_s,
+                occupancy: c.useful_tokens as f64 / c.padded_tokens.max(1) as f64,
+                seqs_per_row: c.sequences as f64 / c.rows.max(1) as f64,
+                step_s,
+                elapsed_s: t0.elapsed().as_secs_f64(),
+            };
+            writeln!(log, "{}", serde_json::to_string(&ev)?)?;
+            log.flush()?;
+            bar.set_message(format!("loss {loss:.4} · {:.0} useful tok/s", ev.useful_tok_per_s));
+            if cfg.checkpoint_every.is_some_and(|n| done % n == 0) || done == run.total {
+                checkpoint::save::<B, _>(out, done, &model, &optim)?;
+            }
+        }
+        bar.inc(1);
+        // Crash injection for the resume and fault tests: die here like a killed process (no
+        // unwinding, no cleanup), after the step's event and checkpoint are on disk.
+        if std::env::var("LONGALIGN_CRASH_AFTER_STEP").ok().and_then(|v| v.parse::<usize>().ok())
+            == Some(done)
+        {
+            std::process::abort();
+        }
+    }
+    bar.finish_and_clear();
+    let export_dir = out.join("export");
+    if lead {
+        export(&model.valid(), &run.mcfg, cfg, &export_dir)?;
+    }
+    if let Some(peer) = peer {
+        peer.finish()?;
+    }
+    Ok(RunSummary {
+        steps: run.total,
+        first_loss,
+        last_loss,
+        useful_tokens: useful_all,
+        padded_tokens: padded_all,
+        wall_s: t0.elapsed().as_secs_f64(),
+        export_dir,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// Writes the model as a Hugging Face directory with the run's tokenizer files.
+pub fn export<B: burn::tensor::backend::Backend>(
+    model: &Llama<B>,
+    mcfg: &LlamaConfig,
+    cfg: &TrainConfig,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let mut files: Vec<(&str, Vec<u8>)> = Vec::new();
+    match tokenizer_dir(cfg) {
+        None => {
+            files.push(("tokenizer.json", builtin::tokenizer_json().into_bytes()));
+            files.push(("tokenizer_config.json", builtin::tokenizer_config_json().into_bytes()));
+        }
+        Some(d) => {
+            for name in [
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+                "chat_template.jinja",
+                "generation_config.json",
+            ] {
+                if let Ok(bytes) = std::fs::read(d.join(name)) {
+                    files.push((name, bytes));
+                }
+            }
+        }
+    }
+    save_hf(model, mcfg, dir, &files)
+}

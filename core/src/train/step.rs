@@ -1,0 +1,85 @@
+//! One optimizer step, in two halves that every trainer shares (the CLI's loop, each
+//! data-parallel rank, the app's in-memory session): the gradients of some micro-batches, then
+//! clip + AdamW. Between the halves a data-parallel rank sums the gradients over ranks.
+
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::cast::ToElement as _;
+
+use super::{batch, grads};
+use crate::batch::MicroBatch;
+use crate::data::Tokenized;
+use crate::model::loss::weighted_cross_entropy_padded;
+use crate::model::{AttentionMode, Llama, LlamaConfig};
+
+/// How a step computes its loss.
+#[derive(Debug, Clone, Copy)]
+pub struct LossOptions {
+    pub attention: AttentionMode,
+    /// Target tokens per vocabulary-projection chunk.
+    pub chunk: usize,
+    /// Pad sequences (and loss chunks) to a multiple of this (1 = none).
+    pub bucket: usize,
+}
+
+impl LossOptions {
+    /// `seq_bucket` as the trainers take it (`None` or 1: no padding).
+    pub fn new(chunk: usize, seq_bucket: Option<usize>) -> Self {
+        let attention = match seq_bucket {
+            Some(b) if b > 1 => AttentionMode::Bucketed(b),
+            _ => AttentionMode::Segmented,
+        };
+        Self { attention, chunk, bucket: seq_bucket.unwrap_or(1).max(1) }
+    }
+}
+
+/// Forward and backward over `micro_batches`, with the plan's loss weights: the summed loss
+/// (weights are global, so the sum is this share of the step's loss) and the summed gradients.
+/// A micro-batch whose weights are all zero (every answer truncated away) is skipped: its
+/// gradient is zero.
+pub fn gradients<'a, B: AutodiffBackend>(
+    model: &Llama<B>,
+    mcfg: &LlamaConfig,
+    micro_batches: impl IntoIterator<Item = &'a MicroBatch>,
+    tokens: &[Tokenized],
+    pad_id: u32,
+    opts: LossOptions,
+    device: &B::Device,
+) -> (f64, GradientsParams) {
+    let mut acc = GradientsAccumulator::<Llama<B>>::new();
+    let mut loss = 0f64;
+    for mb in micro_batches {
+        let input = batch::build(mb, tokens, pad_id);
+        if input.weights.iter().all(|&w| w == 0.0) {
+            continue;
+        }
+        let hidden = model.hidden_with(mcfg, &input.rows, opts.attention, device);
+        let l = weighted_cross_entropy_padded(
+            model,
+            hidden,
+            &input.labels,
+            &input.weights,
+            opts.chunk,
+            opts.bucket,
+        );
+        loss += l.clone().into_scalar().to_f64();
+        acc.accumulate(model, GradientsParams::from_grads(l.backward(), model));
+    }
+    (loss, acc.grads())
+}
+
+/// Global-norm clip (as `torch.nn.utils.clip_grad_norm_`, when `clip` is set) and one optimizer
+/// step at `lr`. Returns the updated model and the gradient norm before clipping.
+pub fn update<B: AutodiffBackend, O: Optimizer<Llama<B>, B>>(
+    model: Llama<B>,
+    optim: &mut O,
+    mut grads: GradientsParams,
+    clip: Option<f64>,
+    lr: f64,
+) -> (Llama<B>, f64) {
+    let norm = match clip {
+        Some(max) => grads::clip_global_norm::<B, _>(&model, &mut grads, max),
+        None => grads::global_norm::<B, _>(&model, &grads),
+    };
+    (optim.step(lr, model, grads), norm)
+}
