@@ -51,8 +51,10 @@ pub fn config(app: &AppState) -> TrainConfig {
         algorithm: s.algorithm,
         max_tokens: Some(s.max_tokens),
         batch_size: if strategy == Strategy::Pack { s.pack_rows } else { s.batch_size },
+        // A session is one device; the plan view's devices × accumulation become accumulation,
+        // which gives the same global steps and loss weights.
         devices: 1,
-        accum: s.accum,
+        accum: s.accum * s.devices,
         loss: s.loss,
         seed: s.seed,
         ..PlanConfig::default()

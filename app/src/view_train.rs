@@ -46,6 +46,11 @@ pub fn train_args(app: &AppState, out: &str) -> Option<Vec<String>> {
         a.push(k.into());
         a.push(v);
     }
+    if s.devices > 1 {
+        // The plan view's devices become data-parallel ranks (on cpu: replicas in one process).
+        a.push("--devices".into());
+        a.push((0..s.devices).map(|d| d.to_string()).collect::<Vec<_>>().join(","));
+    }
     a.push("--quiet".into());
     Some(a)
 }

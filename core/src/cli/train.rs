@@ -101,7 +101,8 @@ pub struct TrainArgs {
 pub struct DistArgs {
     /// Devices of this node, one data-parallel rank each: `0`, `0,1,2,3` or `all`. On cpu the
     /// indices are replicas on the one CPU device (a simulation of several devices: same maths,
-    /// no speed-up). Default: `LOCAL_RANK` when launched by torchrun-style tools, else `0`.
+    /// faster only where one replica leaves cores idle). Default: `LOCAL_RANK` when launched by
+    /// torchrun-style tools, else `0`.
     #[arg(long)]
     pub devices: Option<String>,
     /// Number of nodes (processes), each with the same number of devices. Default: `WORLD_SIZE`, else 1.

@@ -41,6 +41,24 @@ macro_rules! by_rank {
 
 use burn::tensor::cast::ToElement as _;
 
+fn sum_sq_tensor<B: AutodiffBackend, const D: usize>(
+    grads: &GradientsParams,
+    id: ParamId,
+) -> Option<Tensor<B::InnerBackend, 1>> {
+    grads.get::<B::InnerBackend, D>(id).map(|g| g.square().sum())
+}
+
+fn scale_tensor<B: AutodiffBackend, const D: usize>(
+    grads: &mut GradientsParams,
+    id: ParamId,
+    factor: Tensor<B::InnerBackend, 1>,
+) {
+    if let Some(g) = grads.remove::<B::InnerBackend, D>(id) {
+        let f: Tensor<B::InnerBackend, D> = factor.reshape([1; D]);
+        grads.register::<B::InnerBackend, D>(id, g.mul(f));
+    }
+}
+
 /// Global L2 norm of all gradients of `model`'s parameters.
 pub fn global_norm<B: AutodiffBackend, M: Module<B>>(model: &M, grads: &GradientsParams) -> f64 {
     let mut ids = Ids(Vec::new());
@@ -65,4 +83,86 @@ pub fn clip_global_norm<B: AutodiffBackend, M: Module<B>>(
         }
     }
     norm
+}
+
+/// [`global_norm`] as a one-element tensor, nothing read back (f32 on the device, where
+/// [`global_norm`] adds the per-tensor sums in f64 on the host).
+pub fn global_norm_tensor<B: AutodiffBackend, M: Module<B>>(
+    model: &M,
+    grads: &GradientsParams,
+) -> Tensor<B::InnerBackend, 1> {
+    let mut ids = Ids(Vec::new());
+    model.visit(&mut ids);
+    let parts: Vec<_> =
+        ids.0.iter().filter_map(|&(id, d)| by_rank!(d, sum_sq_tensor, B, grads, id)).collect();
+    match parts.is_empty() {
+        true => Tensor::zeros([1], &Default::default()),
+        false => Tensor::cat(parts, 0).sum().sqrt(),
+    }
+}
+
+/// `min(1, max_norm / (norm + 1e-6))`, the factor [`clip_global_norm`] applies, on the device.
+pub fn clip_factor<B: burn::tensor::backend::Backend>(norm: Tensor<B, 1>, max_norm: f64) -> Tensor<B, 1> {
+    norm.add_scalar(1e-6).recip().mul_scalar(max_norm).clamp_max(1.0)
+}
+
+/// Multiplies every gradient by a one-element tensor.
+pub fn scale_by<B: AutodiffBackend, M: Module<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    factor: Tensor<B::InnerBackend, 1>,
+) {
+    let mut ids = Ids(Vec::new());
+    model.visit(&mut ids);
+    for &(id, d) in &ids.0 {
+        by_rank!(d, scale_tensor, B, grads, id, factor.clone());
+    }
+}
+
+#[cfg(all(test, feature = "native"))]
+mod tests {
+    use super::*;
+    use crate::train::session::CpuBackend;
+
+    /// The device-side clip (the WebGPU path) against the host-side reference.
+    #[test]
+    fn deferred_clip_matches_the_reference() {
+        let cfg = crate::train::TrainConfig {
+            plan: crate::batch::PlanConfig { max_tokens: Some(256), ..Default::default() },
+            ..crate::train::TrainConfig::embedded_default()
+        };
+        let device = Default::default();
+        let (mcfg, model) = crate::train::init_preset::<CpuBackend>(&cfg, &device).unwrap();
+        let tok = crate::train::run_tokenizer(&cfg).unwrap();
+        let ds = crate::train::run_data(&cfg, &tok).unwrap();
+        let (items, _) = ds.items(cfg.plan.length_limit(), cfg.plan.overlong);
+        let plan = crate::batch::plan(&items, &cfg.plan).unwrap();
+        let opts = crate::train::step::LossOptions::new(cfg.loss_chunk, None);
+        let grads_of = || {
+            crate::train::step::gradients(
+                &model,
+                &mcfg,
+                &plan.steps[0].micro_batches,
+                &ds.tokens,
+                0,
+                opts,
+                &device,
+            )
+            .1
+        };
+        let grads = grads_of();
+        let norm = global_norm::<CpuBackend, _>(&model, &grads);
+        let t = global_norm_tensor::<CpuBackend, _>(&model, &grads).into_scalar().to_f64();
+        assert!((norm - t).abs() <= 1e-5 * norm, "{norm} vs {t}");
+        for max in [norm / 3.0, norm * 2.0] {
+            let (mut a, mut b) = (grads_of(), grads_of());
+            clip_global_norm::<CpuBackend, _>(&model, &mut a, max);
+            let f = clip_factor(global_norm_tensor::<CpuBackend, _>(&model, &b), max);
+            scale_by::<CpuBackend, _>(&model, &mut b, f);
+            let (na, nb) =
+                (global_norm::<CpuBackend, _>(&model, &a), global_norm::<CpuBackend, _>(&model, &b));
+            assert!((na - nb).abs() <= 1e-5 * na, "max {max}: {na} vs {nb}");
+            assert!(na <= max * (1.0 + 1e-5), "clipped to at most max");
+        }
+    }
 }

@@ -7,6 +7,7 @@ use anyhow::bail;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{AdamW, AdamWConfig};
 use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::cast::ToElement as _;
 use web_time::Instant;
 
 use super::{TrainConfig, batch, init_preset, pad_id, schedule, step};
@@ -17,6 +18,12 @@ use crate::model::{Llama, LlamaConfig};
 /// The CPU backend with autodiff: what the app trains on (in the browser: single-threaded wasm).
 pub type CpuBackend = burn::backend::Autodiff<burn::backend::Flex>;
 pub type CpuSession = Session<CpuBackend>;
+
+/// WebGPU with autodiff: the browser app's GPU trainer (drive it with [`Session::step_async`]).
+#[cfg(feature = "webgpu")]
+pub type WebGpuBackend = burn::backend::Autodiff<burn::backend::Wgpu>;
+#[cfg(feature = "webgpu")]
+pub type WebGpuSession = Session<WebGpuBackend>;
 
 /// A session on the CPU backend.
 pub fn cpu_session(
@@ -131,27 +138,69 @@ impl<B: AutodiffBackend> Session<B> {
         }
         let t = Instant::now();
         let s = self.next;
-        let plan_step = &self.plan.steps[s];
         let model = self.model.take().expect("a model between steps");
-        let opts = step::LossOptions::new(self.cfg.loss_chunk, self.cfg.seq_bucket);
         let (loss, grads) = step::gradients(
             &model,
             &self.mcfg,
-            &plan_step.micro_batches,
+            &self.plan.steps[s].micro_batches,
             &self.tokens,
             self.pad_id,
-            opts,
+            self.loss_options(),
             &self.device,
         );
-        let lr = schedule::cosine_with_warmup(self.cfg.lr, s, self.total, self.warmup);
+        let lr = self.lr(s);
         let (model, grad_norm) = step::update(model, &mut self.optim, grads, self.cfg.clip_norm, lr);
         self.model = Some(model);
         self.next += 1;
-        let counts = plan_step
+        Some(self.report(s, loss, lr, grad_norm, t))
+    }
+
+    /// [`step`](Self::step) for backends that read back asynchronously (WebGPU in a browser):
+    /// the step is queued without a readback (the clip factor is computed on the device), then
+    /// its loss and gradient norm are awaited.
+    pub async fn step_async(&mut self) -> anyhow::Result<Option<SessionStep>> {
+        if self.next >= self.total {
+            return Ok(None);
+        }
+        let t = Instant::now();
+        let s = self.next;
+        let model = self.model.take().expect("a model between steps");
+        let (losses, grads) = step::gradients_deferred(
+            &model,
+            &self.mcfg,
+            &self.plan.steps[s].micro_batches,
+            &self.tokens,
+            self.pad_id,
+            self.loss_options(),
+            &self.device,
+        );
+        let lr = self.lr(s);
+        let (model, norm) = step::update_deferred(model, &mut self.optim, grads, self.cfg.clip_norm, lr);
+        self.model = Some(model);
+        self.next += 1;
+        let read = |e| anyhow::anyhow!("reading back from the device: {e:?}");
+        let mut loss = 0f64;
+        for l in losses {
+            loss += l.into_scalar_async().await.map_err(read)?.to_f64();
+        }
+        let grad_norm = norm.into_scalar_async().await.map_err(read)?.to_f64();
+        Ok(Some(self.report(s, loss, lr, grad_norm, t)))
+    }
+
+    fn loss_options(&self) -> step::LossOptions {
+        step::LossOptions::new(self.cfg.loss_chunk, self.cfg.seq_bucket)
+    }
+
+    fn lr(&self, s: usize) -> f64 {
+        schedule::cosine_with_warmup(self.cfg.lr, s, self.total, self.warmup)
+    }
+
+    fn report(&self, s: usize, loss: f64, lr: f64, grad_norm: f64, t: Instant) -> SessionStep {
+        let counts = self.plan.steps[s]
             .micro_batches
             .iter()
             .fold(batch::Counts::default(), |c, mb| c + batch::Counts::of(mb, &self.tokens));
-        Some(SessionStep { step: s + 1, loss, lr, grad_norm, counts, step_s: t.elapsed().as_secs_f64() })
+        SessionStep { step: s + 1, loss, lr, grad_norm, counts, step_s: t.elapsed().as_secs_f64() }
     }
 }
 
@@ -188,6 +237,39 @@ mod tests {
             assert_eq!(e["lr"].as_f64().unwrap(), st.lr);
             assert_eq!(e["useful_tokens"].as_u64().unwrap(), st.counts.useful_tokens);
             assert_eq!(e["padded_tokens"].as_u64().unwrap(), st.counts.padded_tokens);
+        }
+    }
+
+    /// The deferred path (what WebGPU runs) against the synchronous one, on the CPU.
+    #[test]
+    fn step_async_matches_step() {
+        let mut cfg = TrainConfig::embedded_default();
+        cfg.max_steps = Some(3);
+        cfg.lr = 2e-3;
+        cfg.plan.max_tokens = Some(512);
+        let tok = crate::train::run_tokenizer(&cfg).unwrap();
+        let ds = crate::train::run_data(&cfg, &tok).unwrap();
+        let mut a = cpu_session(&cfg, &ds, &tok).unwrap();
+        let mut b = cpu_session(&cfg, &ds, &tok).unwrap();
+        let sync: Vec<SessionStep> = std::iter::from_fn(|| a.step()).collect();
+        let deferred: Vec<SessionStep> =
+            std::iter::from_fn(|| pollster_block_on(b.step_async()).unwrap()).collect();
+        assert_eq!(sync.len(), 3);
+        for (x, y) in sync.iter().zip(&deferred) {
+            assert!((x.loss - y.loss).abs() <= 1e-5 * x.loss.abs().max(1.0), "{x:?} vs {y:?}");
+            assert!((x.grad_norm - y.grad_norm).abs() <= 1e-4 * x.grad_norm.max(1e-6), "{x:?} vs {y:?}");
+            assert_eq!(x.counts, y.counts);
+        }
+    }
+
+    /// Runs a future that completes without a runtime (the CPU backend never waits).
+    fn pollster_block_on<F: std::future::Future>(f: F) -> F::Output {
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                return v;
+            }
         }
     }
 

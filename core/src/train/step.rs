@@ -3,6 +3,7 @@
 //! clip + AdamW. Between the halves a data-parallel rank sums the gradients over ranks.
 
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
+use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::cast::ToElement as _;
 
@@ -46,8 +47,23 @@ pub fn gradients<'a, B: AutodiffBackend>(
     opts: LossOptions,
     device: &B::Device,
 ) -> (f64, GradientsParams) {
+    let (losses, grads) = gradients_deferred(model, mcfg, micro_batches, tokens, pad_id, opts, device);
+    (losses.into_iter().map(|l| l.into_scalar().to_f64()).sum(), grads)
+}
+
+/// [`gradients`] without reading anything back: each micro-batch's loss stays a one-element
+/// tensor (a browser's WebGPU can only read back asynchronously).
+pub fn gradients_deferred<'a, B: AutodiffBackend>(
+    model: &Llama<B>,
+    mcfg: &LlamaConfig,
+    micro_batches: impl IntoIterator<Item = &'a MicroBatch>,
+    tokens: &[Tokenized],
+    pad_id: u32,
+    opts: LossOptions,
+    device: &B::Device,
+) -> (Vec<Tensor<B::InnerBackend, 1>>, GradientsParams) {
     let mut acc = GradientsAccumulator::<Llama<B>>::new();
-    let mut loss = 0f64;
+    let mut losses = Vec::new();
     for mb in micro_batches {
         let input = batch::build(mb, tokens, pad_id);
         if input.weights.iter().all(|&w| w == 0.0) {
@@ -62,10 +78,10 @@ pub fn gradients<'a, B: AutodiffBackend>(
             opts.chunk,
             opts.bucket,
         );
-        loss += l.clone().into_scalar().to_f64();
+        losses.push(l.clone().inner());
         acc.accumulate(model, GradientsParams::from_grads(l.backward(), model));
     }
-    (loss, acc.grads())
+    (losses, acc.grads())
 }
 
 /// Global-norm clip (as `torch.nn.utils.clip_grad_norm_`, when `clip` is set) and one optimizer
@@ -81,5 +97,21 @@ pub fn update<B: AutodiffBackend, O: Optimizer<Llama<B>, B>>(
         Some(max) => grads::clip_global_norm::<B, _>(&model, &mut grads, max),
         None => grads::global_norm::<B, _>(&model, &grads),
     };
+    (optim.step(lr, model, grads), norm)
+}
+
+/// [`update`] without reading anything back: the norm and the clip factor stay on the device;
+/// the norm (before clipping) is returned as a one-element tensor.
+pub fn update_deferred<B: AutodiffBackend, O: Optimizer<Llama<B>, B>>(
+    model: Llama<B>,
+    optim: &mut O,
+    mut grads: GradientsParams,
+    clip: Option<f64>,
+    lr: f64,
+) -> (Llama<B>, Tensor<B::InnerBackend, 1>) {
+    let norm = grads::global_norm_tensor::<B, _>(&model, &grads);
+    if let Some(max) = clip {
+        grads::scale_by::<B, _>(&model, &mut grads, grads::clip_factor(norm.clone(), max));
+    }
     (optim.step(lr, model, grads), norm)
 }
