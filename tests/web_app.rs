@@ -117,34 +117,23 @@ fn cdp(
     }
 }
 
-#[test]
-fn web_build_runs_in_headless_chromium_without_console_errors() {
-    // Build into its own target folder: the outer `cargo test` may hold the main one's lock.
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"));
-    let out = Command::new("bash")
-        .arg(repo().join("web/build.sh"))
-        .current_dir(repo())
-        .env("CARGO_TARGET_DIR", target.join("web-build"))
-        .output()
-        .expect("bash runs");
-    assert!(out.status.success(), "web/build.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    let port = serve(repo().join("web/dist"));
-
+/// Headless Chromium on `url`. Returns the browser (killed on drop), its profile folder and its
+/// DevTools port.
+fn chromium(url: &str) -> (Browser, tempfile::TempDir, u16) {
     let profile = tempfile::tempdir().unwrap();
-    let _browser = Browser(
-        Command::new("chromium")
-            .args([
-                "--headless=new",
-                "--no-sandbox",
-                "--disable-dev-shm-usage",
-                "--enable-unsafe-swiftshader",
-                "--use-angle=swiftshader",
-                "--window-size=1400,900",
-                "--remote-debugging-port=0",
-            ])
-            .arg(format!("--user-data-dir={}", profile.path().display()))
-            .arg(format!("http://127.0.0.1:{port}/index.html"))
+    let mut cmd = Command::new("chromium");
+    cmd.args([
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--enable-unsafe-swiftshader",
+        "--use-angle=swiftshader",
+        "--window-size=1400,900",
+        "--remote-debugging-port=0",
+    ]);
+    let browser = Browser(
+        cmd.arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -161,22 +150,49 @@ fn web_build_runs_in_headless_chromium_without_console_errors() {
         assert!(t0.elapsed() < Duration::from_secs(30), "chromium did not start");
         std::thread::sleep(Duration::from_millis(100));
     };
-    // Wait until the app has drawn (web/index.html's title changes after three frames).
-    let (title, ws_url) = loop {
+    (browser, profile, devtools)
+}
+
+/// Waits until the page's title starts with `prefix`; returns it and the page's DevTools socket.
+fn page_titled(devtools: u16, prefix: &str, limit_s: u64) -> (String, String) {
+    let t0 = Instant::now();
+    loop {
         let pages: Value =
             http_get(devtools, "/json").and_then(|b| serde_json::from_str(&b).ok()).unwrap_or(json!([]));
         let page = pages.as_array().and_then(|a| a.iter().find(|p| p["type"] == "page").cloned());
         if let Some(p) = page
-            && p["title"].as_str().is_some_and(|t| t.starts_with("LongAlign-rs ready"))
+            && p["title"].as_str().is_some_and(|t| t.starts_with(prefix))
         {
-            break (
+            return (
                 p["title"].as_str().unwrap().to_string(),
                 p["webSocketDebuggerUrl"].as_str().unwrap().to_string(),
             );
         }
-        assert!(t0.elapsed() < Duration::from_secs(90), "the app never drew a frame; pages: {pages}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(limit_s),
+            "no page titled {prefix:?} in {limit_s}s: {pages}"
+        );
         std::thread::sleep(Duration::from_millis(200));
-    };
+    }
+}
+
+#[test]
+fn web_build_runs_in_headless_chromium_without_console_errors() {
+    // Build into its own target folder: the outer `cargo test` may hold the main one's lock.
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"));
+    let out = Command::new("bash")
+        .arg(repo().join("web/build.sh"))
+        .current_dir(repo())
+        .env("CARGO_TARGET_DIR", target.join("web-build"))
+        .output()
+        .expect("bash runs");
+    assert!(out.status.success(), "web/build.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let port = serve(repo().join("web/dist"));
+
+    let (_browser, _profile, devtools) = chromium(&format!("http://127.0.0.1:{port}/index.html"));
+    // Wait until the app has drawn (web/index.html's title changes after three frames).
+    let (title, ws_url) = page_titled(devtools, "LongAlign-rs ready", 90);
 
     // The numbers on the page are the CLI's for the same plan.
     let args = longalign::cli::Cli::try_parse_from([
@@ -216,19 +232,19 @@ fn web_build_runs_in_headless_chromium_without_console_errors() {
     // Training in the page: `?train=3` trains the tiny preset three steps on the CPU backend
     // (wasm), and the title reports the losses. They are the native session's for the same
     // configuration (same code; wasm's scalar f32 may round differently from native SIMD).
-    cdp(&mut ws, 3, "Page.navigate", json!({"url": format!("http://127.0.0.1:{port}/index.html?train=3")}));
-    let t0 = Instant::now();
-    let title = loop {
-        let t = cdp(&mut ws, 4, "Runtime.evaluate", json!({"expression": "document.title"}));
-        let t = t["result"]["value"].as_str().unwrap_or("").to_string();
-        if t.starts_with("LongAlign-rs trained") {
-            break t;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(240), "training in the page did not finish; title {t:?}");
-        std::thread::sleep(Duration::from_millis(500));
+    // On the CPU backend (this headless browser has no WebGPU adapter).
+    let losses = |title: &str| -> Vec<f64> {
+        title.split("losses ").nth(1).unwrap().split(' ').map(|x| x.parse().unwrap()).collect()
     };
-    let page: Vec<f64> =
-        title.split("losses ").nth(1).unwrap().split(' ').map(|x| x.parse().unwrap()).collect();
+    let no_errors = |ws: &mut tungstenite::WebSocket<_>, what: &str| {
+        let e = cdp(ws, 50, "Runtime.evaluate", json!({"expression": "JSON.stringify(window.__errors)"}));
+        assert_eq!(e["result"]["value"], "[]", "{what}: console errors: {e}");
+    };
+    cdp(&mut ws, 3, "Page.navigate", json!({"url": format!("http://127.0.0.1:{port}/index.html?train=3")}));
+    let (title, _) = page_titled(devtools, "LongAlign-rs trained", 300);
+    assert!(title.contains(" on cpu "), "{title}");
+    no_errors(&mut ws, "training on cpu");
+    let page = losses(&title);
     let mut state = longalign_app::AppState::with_sample();
     state.in_app.steps = 3;
     let cfg = longalign_app::in_app::config(&state);
@@ -240,11 +256,8 @@ fn web_build_runs_in_headless_chromium_without_console_errors() {
     for (p, n) in page.iter().zip(&native) {
         assert!((p - n).abs() <= 1e-3 * n.abs(), "page {page:?} vs native {native:?}");
     }
-    let errors =
-        cdp(&mut ws, 5, "Runtime.evaluate", json!({"expression": "JSON.stringify(window.__errors)"}));
-    assert_eq!(errors["result"]["value"], "[]", "console errors while training: {errors}");
     if let Some(p) = std::env::var_os("LONGALIGN_WEB_TRAIN_SCREENSHOT") {
-        let shot = cdp(&mut ws, 6, "Page.captureScreenshot", json!({"format": "png"}));
+        let shot = cdp(&mut ws, 30, "Page.captureScreenshot", json!({"format": "png"}));
         std::fs::write(
             p,
             base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap(),

@@ -1,7 +1,9 @@
 //! Training inside the app — a browser tab or the desktop window — with no `core-cli` process:
 //! a core [`Session`] of a preset on the CPU backend, one optimizer step per frame, nothing written
 //! anywhere. The run is the one `core-cli train` would make with the Train view's settings (same
-//! plan, same step code; the UI test checks the losses are identical natively).
+//! plan, same step code; the UI test checks the losses are identical natively). Experimental,
+//! opt-in (`?backend=webgpu`): in a browser with WebGPU the session runs there instead, its steps
+//! futures (WebGPU reads back asynchronously) polled once per frame.
 
 use egui_plot::{Legend, Line, Plot, PlotPoints};
 use longalign::batch::{PlanConfig, Strategy};
@@ -22,6 +24,17 @@ pub struct InApp {
     pub error: Option<String>,
     /// Natively the Train tab shows this instead of the core-cli run (in the browser: always).
     pub shown: bool,
+    /// `cpu`, or `webgpu` (browser, when [`InApp::webgpu`] is set).
+    pub backend: String,
+    /// The page was opened with `?backend=webgpu`, has a WebGPU adapter, and Burn's device on it
+    /// is set up (experimental: not yet seen to finish a step, see the README).
+    pub webgpu: bool,
+    /// Steps of the current run (0 before the first).
+    pub total: usize,
+    /// The current run took all its steps.
+    pub finished: bool,
+    #[cfg(target_arch = "wasm32")]
+    pending: Option<webgpu::StepFuture>,
 }
 
 impl Default for InApp {
@@ -35,6 +48,12 @@ impl Default for InApp {
             running: false,
             error: None,
             shown: cfg!(target_arch = "wasm32"),
+            backend: "cpu".into(),
+            webgpu: false,
+            total: 0,
+            finished: false,
+            #[cfg(target_arch = "wasm32")]
+            pending: None,
         }
     }
 }
@@ -59,6 +78,12 @@ pub fn config(app: &AppState) -> TrainConfig {
         seed: s.seed,
         ..PlanConfig::default()
     };
+    if app.in_app.backend == "webgpu" {
+        // As core-cli does for GPU backends: sequences padded to multiples of 64 inside
+        // attention, so far fewer distinct kernel shapes are compiled (same losses).
+        cfg.backend = "webgpu".into();
+        cfg.seq_bucket = Some(64);
+    }
     cfg.lr = app.in_app.lr;
     cfg.max_steps = Some(app.in_app.steps);
     cfg.init_seed = s.seed;
@@ -72,7 +97,13 @@ pub fn start(app: &mut AppState) {
     t.history.clear();
     t.error = None;
     t.running = false;
+    t.finished = false;
+    t.total = 0;
     t.session = None;
+    #[cfg(target_arch = "wasm32")]
+    {
+        t.pending = None;
+    }
     let Some(d) = &app.data else {
         t.error = Some("open a dataset first".into());
         return;
@@ -81,8 +112,21 @@ pub fn start(app: &mut AppState) {
         t.error = Some("a lengths file has no text to train on: open a dataset".into());
         return;
     };
+    #[cfg(target_arch = "wasm32")]
+    if t.backend == "webgpu" && t.webgpu {
+        match longalign::train::session::webgpu_session(&cfg, ds, &d.tokenizer) {
+            Ok(s) => {
+                t.total = s.total();
+                t.pending = Some(webgpu::next(s));
+                t.running = true;
+            }
+            Err(e) => t.error = Some(format!("{e:#}")),
+        }
+        return;
+    }
     match cpu_session(&cfg, ds, &d.tokenizer) {
         Ok(s) => {
+            t.total = s.total();
             t.session = Some(s);
             t.running = true;
         }
@@ -90,10 +134,38 @@ pub fn start(app: &mut AppState) {
     }
 }
 
-/// Takes the next step if running; returns it.
+/// Takes the next step if running (on WebGPU: polls the step in flight); returns it when one
+/// finished.
 pub fn tick(t: &mut InApp) -> Option<&SessionStep> {
     if !t.running {
         return None;
+    }
+    #[cfg(target_arch = "wasm32")]
+    if let Some(mut f) = t.pending.take() {
+        // Polled once per frame (the app repaints while a step is in flight); the browser
+        // completes the readback between frames.
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        return match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Pending => {
+                t.pending = Some(f);
+                None
+            }
+            std::task::Poll::Ready((s, Ok(Some(r)))) => {
+                t.history.push(r);
+                t.pending = Some(webgpu::next(s));
+                t.history.last()
+            }
+            std::task::Poll::Ready((_, Ok(None))) => {
+                t.running = false;
+                t.finished = true;
+                None
+            }
+            std::task::Poll::Ready((_, Err(e))) => {
+                t.running = false;
+                t.error = Some(format!("{e:#}"));
+                None
+            }
+        };
     }
     match t.session.as_mut().and_then(|s| s.step()) {
         Some(r) => {
@@ -102,9 +174,44 @@ pub fn tick(t: &mut InApp) -> Option<&SessionStep> {
         }
         None => {
             t.running = false;
+            t.finished = t.session.is_some();
             None
         }
     }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod webgpu {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use longalign::train::session::{SessionStep, WebGpuSession};
+
+    /// One step in flight; it hands the session back with the result.
+    pub type StepFuture = Pin<Box<dyn Future<Output = (WebGpuSession, anyhow::Result<Option<SessionStep>>)>>>;
+
+    pub fn next(mut s: WebGpuSession) -> StepFuture {
+        Box::pin(async move {
+            let r = s.step_async().await;
+            (s, r)
+        })
+    }
+}
+
+/// Whether the page has a WebGPU adapter (asks the browser; no adapter, no Burn device).
+#[cfg(target_arch = "wasm32")]
+pub async fn webgpu_adapter() -> bool {
+    use eframe::wasm_bindgen::JsCast as _;
+    let Some(w) = web_sys::window() else { return false };
+    let Ok(gpu) = js_sys::Reflect::get(&w.navigator(), &"gpu".into()) else { return false };
+    if gpu.is_undefined() || gpu.is_null() {
+        return false;
+    }
+    let Ok(request) = js_sys::Reflect::get(&gpu, &"requestAdapter".into()) else { return false };
+    let Ok(request) = request.dyn_into::<js_sys::Function>() else { return false };
+    let Ok(promise) = request.call0(&gpu) else { return false };
+    let Ok(promise) = promise.dyn_into::<js_sys::Promise>() else { return false };
+    matches!(wasm_bindgen_futures::JsFuture::from(promise).await, Ok(a) if !a.is_null() && !a.is_undefined())
 }
 
 /// The one-line status, as tests and the page title read it.
@@ -131,7 +238,7 @@ pub fn status(t: &InApp) -> String {
 }
 
 pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
-    ui.strong("Train here (CPU, in this app; nothing leaves it)");
+    ui.strong("Train here (in this app; nothing leaves it)");
     ui.horizontal_wrapped(|ui| {
         ui.label("preset");
         egui::ComboBox::from_id_salt("in-app model").selected_text(app.in_app.model.clone()).show_ui(
@@ -146,6 +253,11 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
         for s in crate::plans::STRATEGIES {
             ui.radio_value(&mut app.train_strategy, s, format!("{s}"));
         }
+        if app.in_app.webgpu {
+            ui.label("backend");
+            ui.radio_value(&mut app.in_app.backend, "cpu".to_string(), "cpu");
+            ui.radio_value(&mut app.in_app.backend, "webgpu".to_string(), "webgpu (experimental)");
+        }
         ui.label("steps");
         ui.add(egui::DragValue::new(&mut app.in_app.steps).range(1..=100_000));
         ui.label("lr");
@@ -157,7 +269,8 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
             app.in_app.running = false;
         }
     });
-    if tick(&mut app.in_app).is_some() {
+    tick(&mut app.in_app);
+    if app.in_app.running {
         ui.ctx().request_repaint();
     }
     ui.label(status(&app.in_app));

@@ -408,18 +408,33 @@ impl eframe::App for NativeApp {
             let fill = self.state.plans.iter().map(|p| format!("{} {:.2}", p.name, 100.0 * p.stats.fill));
             doc.set_title(&format!("LongAlign-rs ready · fill % {}", fill.collect::<Vec<_>>().join(" · ")));
         }
+        // While training in the page: its progress, or why it stopped.
+        #[cfg(target_arch = "wasm32")]
+        if let Some(doc) = web_sys::window().and_then(|w| w.document()) {
+            let t = &self.state.in_app;
+            if t.running {
+                doc.set_title(&format!("LongAlign-rs training · {}", in_app::status(t)));
+            } else if let Some(e) = &t.error
+                && !self.titled_training
+            {
+                web_sys::console::error_1(&format!("in-app training failed: {e}").into());
+                doc.set_title(&format!("LongAlign-rs training failed: {e}"));
+                self.titled_training = true;
+            }
+        }
         // And when a training started from the URL (`?train=N`) is done, with its losses.
         #[cfg(target_arch = "wasm32")]
         if !self.state.in_app.running
             && !self.titled_training
-            && self.state.in_app.session.as_ref().is_some_and(|s| s.done() > 0 && s.done() == s.total())
+            && self.state.in_app.finished
             && let Some(doc) = web_sys::window().and_then(|w| w.document())
         {
             let losses: Vec<String> =
                 self.state.in_app.history.iter().map(|e| format!("{:.5}", e.loss)).collect();
             doc.set_title(&format!(
-                "LongAlign-rs trained · {} steps · losses {}",
+                "LongAlign-rs trained · {} steps on {} · losses {}",
                 losses.len(),
+                self.state.in_app.backend,
                 losses.join(" ")
             ));
             self.titled_training = true;

@@ -111,12 +111,25 @@ fn main() {
         // `?train=N`: open the Train tab and train the tiny preset N steps in the page at once
         // (a shareable demo link; the headless browser test uses it).
         let search = web_sys::window().and_then(|w| w.location().search().ok()).unwrap_or_default();
-        if let Some(n) = search
-            .trim_start_matches('?')
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("train="))
-            .and_then(|v| v.parse::<usize>().ok())
-        {
+        let param = |k: &str| {
+            search.trim_start_matches('?').split('&').find_map(|kv| kv.strip_prefix(k)?.strip_prefix('='))
+        };
+        // `?backend=webgpu` (experimental, opt-in): where the page has an adapter, Burn's WebGPU
+        // device is set up before the app starts and in-page training runs on it.
+        if param("backend") == Some("webgpu") {
+            if longalign_app::in_app::webgpu_adapter().await {
+                longalign::train::session::init_webgpu().await;
+                state.in_app.webgpu = true;
+                state.in_app.backend = "webgpu".into();
+            } else {
+                state.in_app.error =
+                    Some("?backend=webgpu: this browser has no WebGPU adapter; training on the CPU".into());
+            }
+        }
+        if let Some(n) = param("max_tokens").and_then(|v| v.parse::<u32>().ok()) {
+            state.settings.max_tokens = n.clamp(16, 1 << 20);
+        }
+        if let Some(n) = param("train").and_then(|v| v.parse::<usize>().ok()) {
             state.tab = longalign_app::Tab::Train;
             state.in_app.steps = n.max(1);
             longalign_app::in_app::start(&mut state);

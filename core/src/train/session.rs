@@ -25,6 +25,28 @@ pub type WebGpuBackend = burn::backend::Autodiff<burn::backend::Wgpu>;
 #[cfg(feature = "webgpu")]
 pub type WebGpuSession = Session<WebGpuBackend>;
 
+/// Sets up the default WebGPU device (in a browser this must be awaited before any tensor is
+/// made on it). Call only when the page has a WebGPU adapter: without one it panics.
+#[cfg(feature = "webgpu")]
+pub async fn init_webgpu() {
+    let device = burn::backend::wgpu::WgpuDevice::default();
+    burn::backend::wgpu::init_setup_async::<burn::backend::wgpu::graphics::WebGpu>(
+        &device,
+        Default::default(),
+    )
+    .await;
+}
+
+/// A session on the default WebGPU device (after [`init_webgpu`]).
+#[cfg(feature = "webgpu")]
+pub fn webgpu_session(
+    cfg: &TrainConfig,
+    ds: &TokenizedDataset,
+    tok: &ModelTokenizer,
+) -> anyhow::Result<WebGpuSession> {
+    Session::new(cfg, ds, tok, &Default::default())
+}
+
 /// A session on the CPU backend.
 pub fn cpu_session(
     cfg: &TrainConfig,
