@@ -72,6 +72,11 @@ impl std::ops::Add for Counts {
 }
 
 impl Counts {
+    /// Every micro-batch of a step, all devices.
+    pub fn of_step(step: &crate::batch::Step, tokens: &[Tokenized]) -> Self {
+        step.micro_batches.iter().fold(Counts::default(), |c, mb| c + Counts::of(mb, tokens))
+    }
+
     pub fn of(mb: &MicroBatch, tokens: &[Tokenized]) -> Self {
         let mut c = Counts {
             padded_tokens: (mb.rows.len() * mb.row_len as usize) as u64,

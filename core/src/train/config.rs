@@ -3,7 +3,9 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::backend::Backend;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{AdamW, AdamWConfig};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::PlanConfig;
@@ -97,4 +99,15 @@ pub fn init_preset<B: Backend>(cfg: &TrainConfig, device: &B::Device) -> Option<
 /// carries no loss and no attention, so any id is correct; these match what HF would use).
 pub fn pad_id(tok: &ModelTokenizer) -> u32 {
     tok.tokenizer.get_padding().map(|p| p.pad_id).or_else(|| tok.token_id("<|endoftext|>")).unwrap_or(0)
+}
+
+/// The run's optimizer: AdamW with the configured betas, epsilon and weight decay (the learning
+/// rate comes per step from the schedule; clipping is ours, by the global norm).
+pub fn adamw<B: AutodiffBackend>(cfg: &TrainConfig) -> OptimizerAdaptor<AdamW, Llama<B>, B> {
+    AdamWConfig::new()
+        .with_beta_1(cfg.beta1 as f32)
+        .with_beta_2(cfg.beta2 as f32)
+        .with_epsilon(cfg.eps as f32)
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init::<B, Llama<B>>()
 }

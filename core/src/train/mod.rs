@@ -19,7 +19,7 @@ mod run;
 #[cfg(feature = "native")]
 pub mod teacher_forced;
 
-pub use config::{TrainConfig, init_preset, pad_id};
+pub use config::{TrainConfig, adamw, init_preset, pad_id};
 #[cfg(feature = "native")]
 pub use parallel::Launch;
 #[cfg(feature = "native")]

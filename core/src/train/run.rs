@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use burn::module::AutodiffModule;
-use burn::optim::{AdamWConfig, Optimizer};
+use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
@@ -172,12 +172,7 @@ pub fn train_on<B: AutodiffBackend>(
     let mut mcfg = None;
     for device in &launch.devices {
         let (mc, mut model) = run_model::<B>(cfg, device)?;
-        let mut optim = AdamWConfig::new()
-            .with_beta_1(cfg.beta1 as f32)
-            .with_beta_2(cfg.beta2 as f32)
-            .with_epsilon(cfg.eps as f32)
-            .with_weight_decay(cfg.weight_decay as f32)
-            .init::<B, Llama<B>>();
+        let mut optim = super::adamw::<B>(cfg);
         if resume && let Some(ck) = checkpoint::latest(out)? {
             let (m, o, step) = checkpoint::load::<B, _>(&ck, model, optim, device)?;
             (model, optim, start) = (m, o, step);
@@ -354,10 +349,7 @@ fn run_rank<B: AutodiffBackend>(
         let grad_norm;
         (model, grad_norm) = one_step::update(model, &mut optim, grads, cfg.clip_norm, lr);
         let step_s = ts.elapsed().as_secs_f64();
-        let c = step
-            .micro_batches
-            .iter()
-            .fold(batch::Counts::default(), |c, mb| c + batch::Counts::of(mb, &run.tokens));
+        let c = batch::Counts::of_step(step, &run.tokens);
         if first_loss.is_nan() {
             first_loss = loss;
         }

@@ -4,8 +4,8 @@
 //! configuration (tested: identical losses on the CPU backend).
 
 use anyhow::bail;
+use burn::optim::AdamW;
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{AdamW, AdamWConfig};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::cast::ToElement as _;
 use web_time::Instant;
@@ -114,12 +114,7 @@ impl<B: AutodiffBackend> Session<B> {
         let (items, _) = ds.items(cfg.plan.length_limit(), cfg.plan.overlong);
         let plan = planner::plan(&items, &cfg.plan)?;
         let total = cfg.max_steps.map_or(plan.steps.len(), |m| m.min(plan.steps.len()));
-        let optim = AdamWConfig::new()
-            .with_beta_1(cfg.beta1 as f32)
-            .with_beta_2(cfg.beta2 as f32)
-            .with_epsilon(cfg.eps as f32)
-            .with_weight_decay(cfg.weight_decay as f32)
-            .init::<B, Llama<B>>();
+        let optim = super::adamw::<B>(cfg);
         Ok(Self {
             cfg: cfg.clone(),
             mcfg,
@@ -218,10 +213,7 @@ impl<B: AutodiffBackend> Session<B> {
     }
 
     fn report(&self, s: usize, loss: f64, lr: f64, grad_norm: f64, t: Instant) -> SessionStep {
-        let counts = self.plan.steps[s]
-            .micro_batches
-            .iter()
-            .fold(batch::Counts::default(), |c, mb| c + batch::Counts::of(mb, &self.tokens));
+        let counts = batch::Counts::of_step(&self.plan.steps[s], &self.tokens);
         SessionStep { step: s + 1, loss, lr, grad_norm, counts, step_s: t.elapsed().as_secs_f64() }
     }
 }
