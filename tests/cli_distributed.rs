@@ -8,22 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ok;
-use longalign::data::synth::{SynthConfig, generate, to_jsonl};
-use serde_json::Value;
-
-fn small_data(dir: &Path) {
-    let ex = generate(SynthConfig { examples: 48, seed: 5, min_len: 128, max_len: 300 });
-    std::fs::write(dir.join("small.jsonl"), to_jsonl(&ex)).unwrap();
-}
-
-fn events(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
+use common::{events, ok, small_data};
 
 /// `core-cli train` on the small data: 4 micro-batches per step in every layout below.
 fn train_args<'a>(loss: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -95,7 +80,7 @@ fn assert_same_run(a: &Path, b: &Path) {
 #[test]
 fn two_and_four_simulated_devices_equal_one_device_for_both_loss_modes() {
     let d = tempfile::tempdir().unwrap();
-    small_data(d.path());
+    small_data(d.path(), 48, 5);
     for loss in ["sequence", "token"] {
         let one = format!("one-{loss}");
         ok(d.path(), &train_args(loss, &one, &["--accum", "4"]));
@@ -149,7 +134,7 @@ fn wait(mut c: Child, limit: Duration) -> (std::process::ExitStatus, String, Dur
 #[test]
 fn two_nodes_on_loopback_equal_one_device() {
     let d = tempfile::tempdir().unwrap();
-    small_data(d.path());
+    small_data(d.path(), 48, 5);
     ok(d.path(), &train_args("sequence", "one", &["--accum", "4"]));
     // 2 nodes × 2 devices: local all-reduce inside each process, ring between them.
     let port = free_port_block(4);
@@ -196,7 +181,7 @@ fn two_nodes_on_loopback_equal_one_device() {
 #[test]
 fn a_killed_rank_stops_the_others_and_the_run_resumes() {
     let d = tempfile::tempdir().unwrap();
-    small_data(d.path());
+    small_data(d.path(), 48, 5);
     ok(d.path(), &train_args("sequence", "one", &["--accum", "2"]));
     let port = free_port_block(3);
     let master = format!("127.0.0.1:{port}");
@@ -232,7 +217,7 @@ fn a_killed_rank_stops_the_others_and_the_run_resumes() {
 #[test]
 fn launch_errors_are_clear() {
     let d = tempfile::tempdir().unwrap();
-    small_data(d.path());
+    small_data(d.path(), 48, 5);
     let e = common::fails(d.path(), &train_args("sequence", "x", &["--devices", "0,0"]));
     assert!(e.contains("device 0 is listed twice"), "{e}");
     let e = common::fails(d.path(), &train_args("sequence", "x", &["--devices", "gpu0"]));

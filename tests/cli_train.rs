@@ -2,26 +2,10 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{core_cli, fails, ok};
-use longalign::data::synth::{SynthConfig, generate, to_jsonl};
+use common::{core_cli, events, fails, ok, small_data};
 use serde_json::Value;
-
-/// A small, quick dataset: 40 examples up to 300 tokens.
-fn small_data(dir: &Path) {
-    let ex = generate(SynthConfig { examples: 40, seed: 9, min_len: 128, max_len: 300 });
-    std::fs::write(dir.join("small.jsonl"), to_jsonl(&ex)).unwrap();
-}
-
-fn events(run: &Path) -> Vec<Value> {
-    std::fs::read_to_string(run.join("events.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 const TRAIN: [&str; 9] = [
     "train",
@@ -38,7 +22,7 @@ const TRAIN: [&str; 9] = [
 #[test]
 fn train_writes_events_checkpoints_and_an_hf_export() {
     let d = tempfile::tempdir().unwrap();
-    small_data(d.path());
+    small_data(d.path(), 40, 9);
     let mut args = TRAIN.to_vec();
     args.extend(["2", "--steps", "4", "--out", "run"]);
     ok(d.path(), &args);
@@ -96,7 +80,7 @@ fn train_writes_events_checkpoints_and_an_hf_export() {
 #[test]
 fn resume_after_a_crash_continues_exactly() {
     let d = tempfile::tempdir().unwrap();
-    small_data(d.path());
+    small_data(d.path(), 40, 9);
     let mut base = TRAIN.to_vec();
     base.extend(["3", "--steps", "7"]);
     let mut full = base.clone();
@@ -140,7 +124,7 @@ fn resume_after_a_crash_continues_exactly() {
 #[test]
 fn bad_backends_and_models_are_clear_errors() {
     let d = tempfile::tempdir().unwrap();
-    small_data(d.path());
+    small_data(d.path(), 40, 9);
     let e = fails(d.path(), &["train", "--data", "small.jsonl", "--backend", "tpu", "--out", "r1"]);
     assert!(e.contains("unknown backend \"tpu\""), "{e}");
     if !cfg!(feature = "cuda") {
@@ -166,7 +150,7 @@ fn demo_runs_and_reports_before_and_after() {
 #[test]
 fn bench_train_reports_three_strategies() {
     let d = tempfile::tempdir().unwrap();
-    small_data(d.path());
+    small_data(d.path(), 40, 9);
     let v: Value = serde_json::from_str(&ok(
         d.path(),
         &["bench", "train", "--data", "small.jsonl", "--max-tokens", "512", "--batch-size", "4", "--json"],
@@ -185,7 +169,7 @@ fn bench_train_reports_three_strategies() {
 #[test]
 fn activation_checkpointing_gives_the_same_losses() {
     let d = tempfile::tempdir().unwrap();
-    small_data(d.path());
+    small_data(d.path(), 40, 9);
     let mut a = TRAIN.to_vec();
     a.extend(["3", "--steps", "3", "--out", "plain"]);
     ok(d.path(), &a);

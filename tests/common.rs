@@ -5,6 +5,24 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
+use longalign::data::synth::{SynthConfig, generate, to_jsonl};
+use serde_json::Value;
+
+/// A small, quick dataset in `dir/small.jsonl`: generated examples of 128–300 tokens.
+pub fn small_data(dir: &Path, examples: usize, seed: u64) {
+    let ex = generate(SynthConfig { examples, seed, min_len: 128, max_len: 300 });
+    std::fs::write(dir.join("small.jsonl"), to_jsonl(&ex)).unwrap();
+}
+
+/// A run's `events.jsonl`, parsed.
+pub fn events(run: &Path) -> Vec<Value> {
+    std::fs::read_to_string(run.join("events.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 /// Runs `core-cli` with `args` in `dir`.
 pub fn core_cli(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_core-cli")).args(args).current_dir(dir).output().expect("core-cli runs")

@@ -38,6 +38,8 @@ macro_rules! by_rank {
         }
     };
 }
+// Data parallelism walks the parameters the same way.
+pub(crate) use by_rank;
 
 use burn::tensor::cast::ToElement as _;
 

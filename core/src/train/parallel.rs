@@ -35,6 +35,8 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorPrimitive};
 use burn_collective::{CollectiveConfig, PeerId, ReduceOperation};
 
+use super::grads::by_rank;
+
 /// Where this process sits in the run, and the devices it drives.
 #[derive(Debug, Clone)]
 pub struct Launch<D> {
@@ -245,18 +247,6 @@ fn put_flat<B: AutodiffBackend, const D: usize>(
 ) {
     let dims: [usize; D] = dims.try_into().expect("rank matches");
     grads.register::<B::InnerBackend, D>(id, flat.reshape(dims));
-}
-
-macro_rules! by_rank {
-    ($d:expr, $f:ident, $b:ty, $($arg:expr),*) => {
-        match $d {
-            1 => $f::<$b, 1>($($arg),*),
-            2 => $f::<$b, 2>($($arg),*),
-            3 => $f::<$b, 3>($($arg),*),
-            4 => $f::<$b, 4>($($arg),*),
-            d => panic!("parameter of rank {d}"),
-        }
-    };
 }
 
 /// Gradients are summed in buckets of at most this many elements (one collective call each, as
