@@ -5,12 +5,12 @@
 //! opt-in (`?backend=webgpu`): in a browser with WebGPU the session runs there instead, its steps
 //! futures (WebGPU reads back asynchronously) polled once per frame.
 
-use egui_plot::{Legend, Line, Plot, PlotPoints};
 use longalign::batch::{PlanConfig, Strategy};
 use longalign::train::TrainConfig;
 use longalign::train::session::{CpuSession, SessionStep, cpu_session};
 
 use crate::AppState;
+use crate::curves::curve;
 
 /// The in-app trainer's settings and state.
 pub struct InApp {
@@ -283,24 +283,12 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
     }
     let height = (ui.available_height() - 30.0).clamp(120.0, 260.0);
     ui.columns(2, |cols| {
-        plot(&mut cols[0], "loss (in app)", height, &[("loss", h, &|e| e.loss)]);
-        plot(
+        curve(&mut cols[0], "loss (in app)", height, &[("loss", h, &|e| e.loss)]);
+        curve(
             &mut cols[1],
             "tokens per second (in app)",
             height,
             &[("useful tok/s", h, &|e| e.useful_tok_per_s()), ("padded tok/s", h, &|e| e.padded_tok_per_s())],
         );
-    });
-}
-
-type Series<'a> = (&'a str, &'a [SessionStep], &'a dyn Fn(&SessionStep) -> f64);
-
-fn plot(ui: &mut egui::Ui, title: &str, height: f32, series: &[Series<'_>]) {
-    ui.strong(title);
-    Plot::new(title).height(height).legend(Legend::default()).x_axis_label("step").show(ui, |p| {
-        for (name, h, f) in series {
-            let pts: PlotPoints = h.iter().map(|e| [e.step as f64, f(e)]).collect();
-            p.line(Line::new(*name, pts));
-        }
     });
 }

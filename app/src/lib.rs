@@ -9,6 +9,7 @@
 //! [`AppState::ui`] draws everything into a `Ui`: the native window (`main.rs`) and the headless
 //! UI tests (`tests/app_ui.rs`, egui_kittest) drive the same function.
 
+mod curves;
 pub mod data;
 pub mod in_app;
 pub mod plans;

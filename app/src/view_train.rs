@@ -4,11 +4,10 @@
 
 use std::path::PathBuf;
 
-use egui_plot::{Legend, Line, Plot, PlotPoints};
 use longalign::batch::Strategy;
-use longalign::train::events::StepEvent;
 
 use crate::AppState;
+use crate::curves::curve;
 use crate::data::Origin;
 use crate::runs::Run;
 
@@ -175,17 +174,5 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
             h,
             &[("occupancy", ev, &|e| 100.0 * e.occupancy)],
         );
-    });
-}
-
-type Series<'a> = (&'a str, &'a [StepEvent], &'a dyn Fn(&StepEvent) -> f64);
-
-fn curve(ui: &mut egui::Ui, title: &str, height: f32, series: &[Series<'_>]) {
-    ui.strong(title);
-    Plot::new(title).height(height).legend(Legend::default()).x_axis_label("step").show(ui, |p| {
-        for (name, ev, f) in series {
-            let pts: PlotPoints = ev.iter().map(|e| [e.step as f64, f(e)]).collect();
-            p.line(Line::new(*name, pts));
-        }
     });
 }

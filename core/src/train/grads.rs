@@ -39,6 +39,7 @@ macro_rules! by_rank {
     };
 }
 // Data parallelism walks the parameters the same way.
+#[cfg(feature = "native")]
 pub(crate) use by_rank;
 
 use burn::tensor::cast::ToElement as _;
