@@ -140,14 +140,6 @@ impl<B: AutodiffBackend> Session<B> {
         self.total
     }
 
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
-    pub fn model(&self) -> &Llama<B> {
-        self.model.as_ref().expect("a model between steps")
-    }
-
     /// Takes the next optimizer step; `None` when all are done.
     pub fn step(&mut self) -> Option<SessionStep> {
         if self.next >= self.total {
