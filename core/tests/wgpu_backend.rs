@@ -1,11 +1,15 @@
 //! The wgpu backend computes what the CPU backend computes. In CI this runs on Mesa's software
 //! Vulkan driver (lavapipe, installed by .ci/run): correct but slow, so the model is tiny.
 
-use burn::backend::Flex;
 use burn::backend::wgpu::{CubeBackend, WgpuRuntime};
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use longalign::model::llama::{Llama, PackedRows};
 use longalign::model::load::{load_hf, save_hf};
+use longalign::model::loss::{row_targets, weighted_cross_entropy};
 use longalign::model::{AttentionMode, LlamaConfig};
 
 /// The unfused wgpu backend. With Burn's kernel fusion (the `Wgpu` alias), a fresh autotune on
@@ -46,7 +50,7 @@ fn wgpu_logits_match_cpu() {
     let want = m.logits(&cfg, &rows, &cpu).into_data().to_vec::<f32>().unwrap();
     let gpu = Default::default();
     let (cfg2, g) = load_hf::<Wgpu>(d.path(), &gpu).unwrap();
-    for mode in [AttentionMode::Reference, AttentionMode::Segmented] {
+    for mode in [AttentionMode::Reference, AttentionMode::Segmented, AttentionMode::Varlen] {
         let h = g.hidden_with(&cfg2, &rows, mode, &gpu);
         let got = g.head(h.reshape([10, cfg.hidden_size])).into_data().to_vec::<f32>().unwrap();
         // Compare the 7 real tokens (padding outputs differ by design between modes).
@@ -59,4 +63,57 @@ fn wgpu_logits_match_cpu() {
             );
         }
     }
+}
+
+/// The varlen kernel inside the model: the packed, weighted loss and every parameter's gradient
+/// equal the reference mask's (both on wgpu), for three sequences, GQA and a padding tail.
+#[test]
+fn varlen_kernel_in_the_model_matches_the_reference() {
+    type G = Autodiff<Wgpu>;
+    let cfg = cfg();
+    let device = Default::default();
+    G::seed(&device, 11);
+    let m = Llama::<G>::init(&cfg, &device);
+    assert_eq!(AttentionMode::Auto.resolve::<G>(64), AttentionMode::Varlen);
+    assert_eq!(AttentionMode::Auto.resolve::<Autodiff<Flex>>(64), AttentionMode::Bucketed(64));
+    let (a, b, c): (Vec<u32>, Vec<u32>, Vec<u32>) =
+        ((1..12).collect(), (20..25).collect(), (30..38).map(|t| t % 48).collect());
+    let targets = |n: usize| -> Vec<bool> { (0..n).map(|t| t >= n / 2).collect() };
+    let (ta, tb, tc) = (targets(a.len()), targets(b.len()), targets(c.len()));
+    let row_len = 30;
+    let mut tokens: Vec<u32> = [a.clone(), b.clone(), c.clone()].concat();
+    tokens.resize(row_len, 0);
+    let rows = PackedRows { tokens, cu_seqlens: vec![vec![0, 11, 16, 24]], rows: 1, row_len };
+    let (labels, weights) =
+        row_targets(&[(&a[..], &ta[..], 0.2), (&b[..], &tb[..], 0.5), (&c[..], &tc[..], 0.3)], row_len);
+    let run = |mode: AttentionMode| {
+        let hidden = m.hidden_with(&cfg, &rows, mode, &device);
+        let loss = weighted_cross_entropy(&m, hidden, &labels, &weights, 16);
+        let value = loss.clone().into_scalar();
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        (value, grad_vector(&m, &grads))
+    };
+    let (want_loss, want) = run(AttentionMode::Reference);
+    let (got_loss, got) = run(AttentionMode::Varlen);
+    assert!((got_loss - want_loss).abs() <= 1e-5 * want_loss.abs(), "loss {got_loss} vs {want_loss}");
+    let scale = want.iter().fold(0f32, |s, x| s.max(x.abs()));
+    let worst = got.iter().zip(&want).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst <= 1e-4 * scale, "gradients: max abs diff {worst} vs scale {scale}");
+}
+
+/// All gradients of the model, flattened in parameter order.
+fn grad_vector(model: &Llama<Autodiff<Wgpu>>, grads: &GradientsParams) -> Vec<f32> {
+    struct Collect<'a> {
+        grads: &'a GradientsParams,
+        out: Vec<f32>,
+    }
+    impl ModuleVisitor<Autodiff<Wgpu>> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<Autodiff<Wgpu>, D>>) {
+            let g = self.grads.get::<Wgpu, D>(param.id).expect("every parameter has a gradient");
+            self.out.extend(g.into_data().to_vec::<f32>().unwrap());
+        }
+    }
+    let mut c = Collect { grads, out: Vec::new() };
+    model.visit(&mut c);
+    c.out
 }

@@ -86,6 +86,11 @@ pub struct TrainArgs {
     /// distinct kernel shapes to compile (default: 64 on wgpu and cuda, off on cpu).
     #[arg(long)]
     pub seq_bucket: Option<usize>,
+    /// Attention: auto (the varlen flash-attention kernel on wgpu and cuda, plain per-sequence
+    /// tensor ops on cpu), varlen (the kernel; wgpu/cuda only), segmented, bucketed:N, or
+    /// reference (dense block-diagonal mask: the slow oracle).
+    #[arg(long, default_value = "auto")]
+    pub attention: crate::model::AttentionMode,
     /// No progress bar or summary.
     #[arg(long)]
     pub quiet: bool,
@@ -327,6 +332,7 @@ impl TrainArgs {
             backend: self.backend.clone(),
             activation_checkpointing: self.activation_checkpointing,
             seq_bucket: self.seq_bucket.or(if self.backend == "cpu" { None } else { Some(64) }),
+            attention: self.attention,
         }
     }
 }
@@ -592,6 +598,7 @@ pub fn embedded_default(demo: &DemoArgs) -> anyhow::Result<()> {
         checkpoint_every: None,
         activation_checkpointing: false,
         seq_bucket: None,
+        attention: Default::default(),
         quiet: false,
         summary_json: None,
         dist: DistArgs::default(),

@@ -158,29 +158,76 @@ impl<B: Backend> Rotary<B> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttentionMode {
+    /// [`Self::Varlen`] where the backend has the kernel (wgpu, CUDA), else [`Self::Segmented`]
+    /// (or [`Self::Bucketed`] when sequences are bucketed).
+    #[default]
+    Auto,
     /// One dense `[row_len, row_len]` score matrix per head with an explicit block-diagonal mask:
     /// obviously right, O(row_len²) time and memory. The oracle.
     Reference,
     /// Each sequence attends within its own block only: dense causal attention per sequence, in
-    /// plain tensor ops. O(Σ nᵢ²) — what packing should cost — without a custom kernel.
-    #[default]
+    /// plain tensor ops. O(Σ nᵢ²) — what packing should cost — without a custom kernel, but each
+    /// sequence's `[n, n]` scores still exist (and are kept for the backward).
     Segmented,
     /// [`Self::Segmented`] with each sequence zero-padded to a multiple of this many tokens: the
     /// same result (padding keys come after every real query, so the causal mask hides them; padded
     /// queries are dropped), with far fewer distinct tensor shapes — JIT backends (CUDA, wgpu)
     /// compile and autotune kernels per shape.
     Bucketed(usize),
+    /// The varlen flash-attention kernel (`longalign-kernels`, CubeCL): tiles that never cross a
+    /// sequence, online softmax, O(Σ nᵢ²) work and O(row_len) memory, forward and backward.
+    /// Runs on the wgpu and CUDA backends; elsewhere it falls back to [`Self::Segmented`]
+    /// (the CLI refuses `--attention varlen` there instead).
+    Varlen,
+}
+
+impl AttentionMode {
+    /// Whether backend `B` runs the varlen kernel.
+    pub fn kernel_supported<B: Backend>() -> bool {
+        #[cfg(feature = "native")]
+        return longalign_kernels::supported::<B>();
+        #[cfg(not(feature = "native"))]
+        false
+    }
+
+    /// The concrete implementation on backend `B` with sequences padded to multiples of `bucket`
+    /// (1 = none) where the plain tensor path is used.
+    pub fn resolve<B: Backend>(self, bucket: usize) -> Self {
+        let plain = if bucket > 1 { Self::Bucketed(bucket) } else { Self::Segmented };
+        match self {
+            Self::Auto | Self::Varlen if Self::kernel_supported::<B>() => Self::Varlen,
+            Self::Auto | Self::Varlen => plain,
+            Self::Segmented => plain,
+            m => m,
+        }
+    }
+}
+
+impl std::fmt::Display for AttentionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Reference => f.write_str("reference"),
+            Self::Segmented => f.write_str("segmented"),
+            Self::Bucketed(b) => write!(f, "bucketed:{b}"),
+            Self::Varlen => f.write_str("varlen"),
+        }
+    }
 }
 
 impl std::str::FromStr for AttentionMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
+            "auto" => Ok(Self::Auto),
             "reference" => Ok(Self::Reference),
-            "segmented" | "varlen" => Ok(Self::Segmented),
+            "segmented" => Ok(Self::Segmented),
+            "varlen" => Ok(Self::Varlen),
             _ => match s.strip_prefix("bucketed:").map(str::parse::<usize>) {
                 Some(Ok(b)) if b >= 1 => Ok(Self::Bucketed(b)),
-                _ => Err(format!("unknown attention {s:?} (expected reference, segmented or bucketed:N)")),
+                _ => Err(format!(
+                    "unknown attention {s:?} (expected auto, varlen, segmented, bucketed:N or reference)"
+                )),
             },
         }
     }
@@ -190,6 +237,9 @@ impl std::str::FromStr for AttentionMode {
 pub enum AttnContext<B: Backend> {
     /// `[rows, 1, row_len, row_len]`, true = masked.
     Reference(Tensor<B, 4, Bool>),
+    /// Where the sequences are, for the kernel.
+    #[cfg(feature = "native")]
+    Varlen(longalign_kernels::VarlenLayout),
     Segmented {
         /// Per row, the (start, length) of each sequence; tokens past the last are padding.
         segments: Vec<Vec<(usize, usize)>>,
@@ -204,11 +254,15 @@ pub enum AttnContext<B: Backend> {
 impl<B: Backend> AttnContext<B> {
     pub fn new(mode: AttentionMode, rows: &PackedRows, window: Option<usize>, device: &B::Device) -> Self {
         let (b, l) = (rows.rows, rows.row_len);
-        match mode {
+        match mode.resolve::<B>(1) {
+            #[cfg(feature = "native")]
+            AttentionMode::Varlen => {
+                Self::Varlen(longalign_kernels::VarlenLayout::from_cu_seqlens(l, &rows.cu_seqlens, window))
+            }
             AttentionMode::Reference => {
                 Self::Reference(Tensor::from_data(TensorData::new(rows.mask(window), [b, 1, l, l]), device))
             }
-            AttentionMode::Segmented | AttentionMode::Bucketed(_) => {
+            _ => {
                 let bucket = match mode {
                     AttentionMode::Bucketed(b) => b.max(1),
                     _ => 1,
@@ -363,8 +417,24 @@ impl<B: Backend> Attention<B> {
         let [b, l, _] = x.dims();
         let (h, hd) = (self.n_heads, self.head_dim);
         let (q, k, v) = self.qkv(x, rotary); // [b, h, l, hd], [b, kv, l, hd] ×2
+        #[cfg(feature = "native")]
+        let (q, k, v) = match ctx {
+            // The kernel takes k and v per KV head (no repeat) and returns [b, h, l, hd].
+            AttnContext::Varlen(layout) => match longalign_kernels::try_varlen_attention(q, k, v, layout) {
+                Ok(out) => {
+                    let out = out.expect("the layout comes from the rows the tensors were built from");
+                    return self.o_proj.forward(out.swap_dims(1, 2).reshape([b, l, h * hd]));
+                }
+                Err([q, k, v]) => (q, k, v),
+            },
+            _ => (q, k, v),
+        };
         let (k, v) = (self.repeat_kv(k), self.repeat_kv(v));
         let out = match ctx {
+            #[cfg(feature = "native")]
+            AttnContext::Varlen(_) => {
+                unreachable!("AttnContext::new picks Varlen only where the kernel runs")
+            }
             AttnContext::Reference(mask) => attend(q, k, v, mask.clone()), // [b, h, l, hd]
             AttnContext::Segmented { segments, row_len, bucket, masks } => {
                 let mut rows = Vec::with_capacity(b);

@@ -52,6 +52,10 @@ pub struct TrainConfig {
     /// tensor shapes for JIT backends); `None` = no padding.
     #[serde(default)]
     pub seq_bucket: Option<usize>,
+    /// Attention implementation (`auto`: the varlen kernel on wgpu and CUDA, plain tensor ops
+    /// per sequence on the CPU).
+    #[serde(default)]
+    pub attention: crate::model::AttentionMode,
 }
 
 impl TrainConfig {
@@ -79,6 +83,7 @@ impl TrainConfig {
             backend: "cpu".into(),
             activation_checkpointing: false,
             seq_bucket: None,
+            attention: Default::default(),
         }
     }
 

@@ -140,7 +140,7 @@ mod tests {
         let ds = crate::train::run_data(&cfg, &tok).unwrap();
         let (items, _) = ds.items(cfg.plan.length_limit(), cfg.plan.overlong);
         let plan = crate::batch::plan(&items, &cfg.plan).unwrap();
-        let opts = crate::train::step::LossOptions::new(cfg.loss_chunk, None);
+        let opts = crate::train::step::LossOptions::new(cfg.loss_chunk, None, cfg.attention);
         let grads_of = || {
             crate::train::step::gradients(
                 &model,

@@ -124,6 +124,15 @@ pub fn train_on<B: AutodiffBackend>(
     quiet: bool,
 ) -> anyhow::Result<RunSummary> {
     launch.check()?;
+    if cfg.attention == crate::model::AttentionMode::Varlen
+        && !crate::model::AttentionMode::kernel_supported::<B>()
+    {
+        bail!(
+            "--attention varlen runs the CubeCL kernel, which backend {:?} does not have: use \
+             --backend wgpu or cuda, or --attention auto (per-sequence tensor ops here)",
+            cfg.backend
+        );
+    }
     if cfg.plan.devices != launch.world() {
         bail!(
             "the plan is for {} devices but this launch has {} ({} nodes × {} devices)",
@@ -330,7 +339,7 @@ fn run_rank<B: AutodiffBackend>(
     };
     let t0 = Instant::now();
     let (mut first_loss, mut last_loss, mut useful_all, mut padded_all) = (f64::NAN, f64::NAN, 0u64, 0u64);
-    let opts = one_step::LossOptions::new(cfg.loss_chunk, cfg.seq_bucket);
+    let opts = one_step::LossOptions::new(cfg.loss_chunk, cfg.seq_bucket, cfg.attention);
 
     for s in run.start..run.total {
         let step = &run.plan.steps[s];

@@ -197,7 +197,7 @@ impl<B: AutodiffBackend> Session<B> {
     }
 
     fn loss_options(&self) -> step::LossOptions {
-        step::LossOptions::new(self.cfg.loss_chunk, self.cfg.seq_bucket)
+        step::LossOptions::new(self.cfg.loss_chunk, self.cfg.seq_bucket, self.cfg.attention)
     }
 
     fn lr(&self, s: usize) -> f64 {

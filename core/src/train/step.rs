@@ -24,12 +24,9 @@ pub struct LossOptions {
 }
 
 impl LossOptions {
-    /// `seq_bucket` as the trainers take it (`None` or 1: no padding).
-    pub fn new(chunk: usize, seq_bucket: Option<usize>) -> Self {
-        let attention = match seq_bucket {
-            Some(b) if b > 1 => AttentionMode::Bucketed(b),
-            _ => AttentionMode::Segmented,
-        };
+    /// `seq_bucket` as the trainers take it (`None` or 1: no padding); `attention` as asked
+    /// (resolved per backend at each step: [`AttentionMode::resolve`]).
+    pub fn new(chunk: usize, seq_bucket: Option<usize>, attention: AttentionMode) -> Self {
         Self { attention, chunk, bucket: seq_bucket.unwrap_or(1).max(1) }
     }
 }
@@ -69,7 +66,7 @@ pub fn gradients_deferred<'a, B: AutodiffBackend>(
         if input.weights.iter().all(|&w| w == 0.0) {
             continue;
         }
-        let hidden = model.hidden_with(mcfg, &input.rows, opts.attention, device);
+        let hidden = model.hidden_with(mcfg, &input.rows, opts.attention.resolve::<B>(opts.bucket), device);
         let l = weighted_cross_entropy_padded(
             model,
             hidden,
