@@ -56,7 +56,13 @@ fn check<B: Backend>(
 ) -> Result<(), LayoutError> {
     let [rows, heads, l, hd] = q.dims();
     let [kr, kv_heads, kl, khd] = k.dims();
-    if k.dims() != v.dims() || kr != rows || kl != l || khd != hd || kv_heads == 0 || heads % kv_heads != 0 {
+    if k.dims() != v.dims()
+        || kr != rows
+        || kl != l
+        || khd != hd
+        || kv_heads == 0
+        || !heads.is_multiple_of(kv_heads)
+    {
         return Err(LayoutError(format!(
             "varlen attention: q {:?}, k {:?}, v {:?} do not fit (k and v alike, same rows, tokens \
              and head size, query heads a multiple of key/value heads)",
@@ -178,4 +184,27 @@ pub fn try_varlen_attention<B: Backend>(
     }
     registered!(run);
     Err([q, k, v])
+}
+
+/// Bytes the device's memory pool holds (reserved pages), after releasing what it can first when
+/// `cleanup`: a benchmark's measure of device memory. `device` is a Burn wgpu or CUDA device;
+/// `None` for anything else.
+pub fn pool_bytes(device: &dyn Any, cleanup: bool) -> Option<u64> {
+    use cubecl::prelude::Runtime;
+    if let Some(d) = device.downcast_ref::<burn::backend::wgpu::WgpuDevice>() {
+        let client = burn::backend::wgpu::WgpuRuntime::client(d);
+        if cleanup {
+            client.memory_cleanup();
+        }
+        return client.memory_usage().ok().map(|u| u.bytes_reserved);
+    }
+    #[cfg(feature = "cuda")]
+    if let Some(d) = device.downcast_ref::<burn::backend::cuda::CudaDevice>() {
+        let client = cubecl::cuda::CudaRuntime::client(d);
+        if cleanup {
+            client.memory_cleanup();
+        }
+        return client.memory_usage().ok().map(|u| u.bytes_reserved);
+    }
+    None
 }

@@ -14,6 +14,8 @@ use super::table::{Table, compact};
 pub enum BenchCommand {
     /// Training throughput of naive vs sorted vs packed batching.
     Train(BenchTrainArgs),
+    /// Varlen attention kernel vs the dense block-diagonal mask on one packed row (wgpu/cuda).
+    Attention(BenchAttentionArgs),
     /// `build-data`'s own overhead (read, tokenize, filter, dedupe, prompt, write) against a local
     /// endpoint that answers instantly.
     BuildData(BenchBuildDataArgs),
@@ -33,6 +35,35 @@ pub struct BenchBuildDataArgs {
     pub tokenizer: PathBuf,
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchAttentionArgs {
+    /// wgpu or cuda (the kernel's backends).
+    #[arg(long, default_value = "wgpu")]
+    pub backend: String,
+    /// Row lengths (tokens per packed row), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "8192")]
+    pub rows: Vec<usize>,
+    /// Length of each packed sequence (the row holds row/seq-len of them; the last may be shorter).
+    #[arg(long, default_value_t = 1024)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 8)]
+    pub heads: usize,
+    #[arg(long, default_value_t = 8)]
+    pub kv_heads: usize,
+    #[arg(long, default_value_t = 64)]
+    pub head_dim: usize,
+    /// Timed repetitions (after one untimed warm-up that compiles the kernels).
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// Skip the dense path where its scores (heads × row² × 4 bytes, kept for the backward) would
+    /// exceed this many bytes (default 256 MiB, wgpu's default largest buffer; past it wgpu
+    /// aborts the process).
+    #[arg(long, default_value_t = 256 << 20)]
+    pub dense_max_bytes: u64,
     #[arg(long)]
     pub json: bool,
 }
@@ -73,8 +104,125 @@ pub struct BenchTrainArgs {
 pub fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Train(a) => train(a),
+        BenchCommand::Attention(a) => {
+            crate::with_backend!(a.backend.as_str(), |B, device| attention::<B>(a, &device))
+        }
         BenchCommand::BuildData(a) => build_data(a),
     }
+}
+
+/// Times forward and forward+backward of both attention paths on the same random q, k, v and
+/// reads the device memory pool (reserved bytes after a cleanup and one timed pass).
+fn attention<B: burn::tensor::backend::AutodiffBackend>(
+    a: &BenchAttentionArgs,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    use burn::tensor::{Distribution, Tensor};
+    use longalign_kernels::{VarlenLayout, pool_bytes, reference_attention, try_varlen_attention};
+    if !longalign_kernels::supported::<B>() {
+        bail!("the varlen kernel runs on wgpu and cuda, not {:?}: pass --backend wgpu or cuda", a.backend);
+    }
+    if a.seq_len == 0 || a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || a.reps == 0 {
+        bail!("--seq-len and --reps must be positive and --heads a multiple of --kv-heads");
+    }
+    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
+    let mut out = Vec::new();
+    for &l in &a.rows {
+        let mut cu = vec![0u32];
+        while (*cu.last().unwrap() as usize) < l {
+            cu.push((*cu.last().unwrap() as usize + a.seq_len).min(l) as u32);
+        }
+        let layout = VarlenLayout::from_cu_seqlens(l, &[cu], None);
+        let (h, kv, hd) = (a.heads, a.kv_heads, a.head_dim);
+        let rand =
+            |heads: usize| Tensor::<B, 4>::random([1, heads, l, hd], Distribution::Normal(0.0, 1.0), device);
+        let (q, k, v) = (rand(h), rand(kv), rand(kv));
+        for path in ["varlen", "dense"] {
+            let scores = (h * l * l * 4) as u64;
+            if path == "dense" && scores > a.dense_max_bytes {
+                out.push(json!({"row_len": l, "path": path, "skipped": format!(
+                    "scores need {}B > --dense-max-bytes", compact(scores as f64))}));
+                continue;
+            }
+            let run = |grad: bool| -> anyhow::Result<()> {
+                let (q, k, v) = if grad {
+                    (q.clone().require_grad(), k.clone().require_grad(), v.clone().require_grad())
+                } else {
+                    (q.clone(), k.clone(), v.clone())
+                };
+                let o = match path {
+                    "varlen" => match try_varlen_attention(q, k, v, &layout) {
+                        Ok(o) => o?,
+                        Err(_) => bail!("no kernel on this backend"),
+                    },
+                    _ => reference_attention(q, k, v, &layout)?,
+                };
+                if grad {
+                    let _ = o.sum().backward();
+                }
+                sync()
+            };
+            run(true)?; // compile and autotune, untimed
+            let before = pool_bytes(device, true);
+            let time = |grad: bool| -> anyhow::Result<f64> {
+                let t = web_time::Instant::now();
+                for _ in 0..a.reps {
+                    run(grad)?;
+                }
+                Ok(t.elapsed().as_secs_f64() * 1e3 / a.reps as f64)
+            };
+            let fwd_ms = time(false)?;
+            let fwd_bwd_ms = time(true)?;
+            let pool = pool_bytes(device, false);
+            let pairs = if path == "varlen" { layout.pairs() } else { (l * l) as u64 };
+            out.push(json!({
+                "row_len": l, "path": path, "sequences": layout.segments[0].len(),
+                "fwd_ms": fwd_ms, "fwd_bwd_ms": fwd_bwd_ms,
+                "score_pairs_per_head": pairs,
+                "pool_bytes_before": before, "pool_bytes_after": pool,
+            }));
+        }
+    }
+    if a.json {
+        println!("{}", Value::Array(out));
+        return Ok(());
+    }
+    println!(
+        "attention over one packed row of {}-token sequences, {} heads ({} kv), head dim {}, backend {}; \
+         mean of {} runs after a warm-up; pool = device memory the allocator holds after the runs\n",
+        a.seq_len, a.heads, a.kv_heads, a.head_dim, a.backend, a.reps
+    );
+    let mut t = Table::new(
+        ["row", "path", "fwd ms", "fwd+bwd ms", "vs dense (fwd+bwd)", "pool"].map(String::from).to_vec(),
+    );
+    for r in &out {
+        let l = r["row_len"].as_u64().unwrap_or(0);
+        if let Some(why) = r["skipped"].as_str() {
+            t.row(vec![
+                l.to_string(),
+                r["path"].as_str().unwrap_or("").into(),
+                "—".into(),
+                "—".into(),
+                why.into(),
+                "".into(),
+            ]);
+            continue;
+        }
+        let dense = out.iter().find(|d| d["row_len"] == r["row_len"] && d["path"] == "dense");
+        let ratio = dense
+            .and_then(|d| d["fwd_bwd_ms"].as_f64())
+            .map_or("—".into(), |d| format!("{:.3}×", r["fwd_bwd_ms"].as_f64().unwrap_or(0.0) / d));
+        t.row(vec![
+            l.to_string(),
+            r["path"].as_str().unwrap_or("").into(),
+            format!("{:.1}", r["fwd_ms"].as_f64().unwrap_or(0.0)),
+            format!("{:.1}", r["fwd_bwd_ms"].as_f64().unwrap_or(0.0)),
+            ratio,
+            r["pool_bytes_after"].as_f64().map_or("?".into(), |b| format!("{}B", compact(b))),
+        ]);
+    }
+    print!("{}", t.render());
+    Ok(())
 }
 
 fn train(a: &BenchTrainArgs) -> anyhow::Result<()> {

@@ -27,7 +27,7 @@ pub fn block_for(hd: usize, max_shared_bytes: usize) -> usize {
 /// invocation, past which it silently cuts loops short. Fully unrolled, lavapipe took minutes
 /// to compile the shaders.
 pub fn unroll_for(hd: usize) -> usize {
-    [16, 8, 4, 2, 1].into_iter().find(|u| hd % u == 0).unwrap_or(1)
+    [16, 8, 4, 2, 1].into_iter().find(|u| hd.is_multiple_of(*u)).unwrap_or(1)
 }
 
 struct Launch<R: CubeRuntime> {
