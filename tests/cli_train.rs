@@ -133,6 +133,41 @@ fn bad_backends_and_models_are_clear_errors() {
     }
     let e = fails(d.path(), &["train", "--data", "small.jsonl", "--model", "no-such-model", "--out", "r3"]);
     assert!(e.contains("no-such-model"), "{e}");
+    let e = fails(d.path(), &["train", "--data", "small.jsonl", "--attention", "varlen", "--out", "r4"]);
+    assert!(e.contains("use --backend wgpu or cuda"), "{e}");
+    let e = fails(d.path(), &["train", "--data", "small.jsonl", "--attention", "flash", "--out", "r5"]);
+    assert!(e.contains("expected auto, varlen"), "{e}");
+}
+
+/// `--backend wgpu` trains through the varlen kernel by default, and its steps equal the plain
+/// per-sequence tensor path's (on lavapipe in CI: slow, so two steps of 1,024-token rows).
+#[test]
+fn wgpu_training_on_the_varlen_kernel_equals_segmented_attention() {
+    let d = tempfile::tempdir().unwrap();
+    let run = |attention: &str| {
+        let out = format!("run-{attention}");
+        ok(
+            d.path(),
+            &["train", "--backend", "wgpu", "--steps", "3", "--max-tokens", "1024", "--quiet"][..]
+                .iter()
+                .copied()
+                .chain(["--attention", attention, "--out", &out])
+                .collect::<Vec<_>>(),
+        );
+        let config = std::fs::read_to_string(d.path().join(&out).join("config.toml")).unwrap();
+        assert!(config.contains(&format!("attention = \"{attention}\"")), "{config}");
+        events(&d.path().join(&out))
+    };
+    let (varlen, segmented) = (run("varlen"), run("segmented"));
+    assert_eq!(varlen.len(), 3);
+    for (a, b) in varlen.iter().zip(&segmented) {
+        for key in ["loss", "grad_norm"] {
+            let (x, y) = (a[key].as_f64().unwrap(), b[key].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-4 * y.abs().max(1e-3), "step {}: {key} {x} vs {y}", a["step"]);
+        }
+        assert_eq!(a["useful_tokens"], b["useful_tokens"]);
+    }
+    assert!(varlen[2]["loss"].as_f64().unwrap() > 1.0, "a real step was compared");
 }
 
 #[test]

@@ -21,13 +21,10 @@ pub fn block_for(hd: usize, max_shared_bytes: usize) -> usize {
     block
 }
 
-/// Head-dim loops run in unrolled chunks of this many (the largest of 16, 8, 4, 2, 1 dividing hd):
-/// fewer loop iterations and registers instead of local arrays on GPUs, and it keeps each thread
-/// under llvmpipe's (Mesa lavapipe, CI's software Vulkan) limit of 65,535 loop iterations per
-/// invocation, past which it silently cuts loops short. Fully unrolled, lavapipe took minutes
-/// to compile the shaders.
-pub fn unroll_for(hd: usize) -> usize {
-    [16, 8, 4, 2, 1].into_iter().find(|u| hd.is_multiple_of(*u)).unwrap_or(1)
+/// Keys (or queries) a thread scores at once, in registers: 16, or the whole tile when it is
+/// smaller (tiles are powers of two ≥ 4). See the register-blocking note in `kernel.rs`.
+pub fn sub_for(block: usize) -> usize {
+    block.min(16)
 }
 
 struct Launch<R: CubeRuntime> {
@@ -36,7 +33,7 @@ struct Launch<R: CubeRuntime> {
     tiles: CubeTensor<R>,
     n_tiles: u32,
     block: usize,
-    unroll: usize,
+    sub: usize,
     hd: usize,
     heads: usize,
     kv_heads: usize,
@@ -69,7 +66,7 @@ fn prepare<R: CubeRuntime>(q: &CubeTensor<R>, k: &CubeTensor<R>, layout: &Varlen
         tiles,
         n_tiles: n_tiles as u32,
         block,
-        unroll: unroll_for(hd),
+        sub: sub_for(block),
         hd,
         heads,
         kv_heads,
@@ -114,10 +111,10 @@ pub fn forward<R: CubeRuntime>(
                 lse.clone().into_tensor_arg(),
                 at.scale,
                 at.window,
-                (at.hd / at.unroll) as u32,
+                at.hd as u32,
                 at.hd,
                 at.block,
-                at.unroll,
+                at.sub,
                 dtype.into(),
             )
         }
@@ -159,10 +156,10 @@ pub fn backward<R: CubeRuntime>(
                 dq.clone().into_tensor_arg(),
                 at.scale,
                 at.window,
-                (at.hd / at.unroll) as u32,
+                at.hd as u32,
                 at.hd,
                 at.block,
-                at.unroll,
+                at.sub,
                 dtype.into(),
             );
             kernel::backward_dkdv::launch_unchecked::<R>(
@@ -180,10 +177,10 @@ pub fn backward<R: CubeRuntime>(
                 dv.clone().into_tensor_arg(),
                 at.scale,
                 at.window,
-                (at.hd / at.unroll) as u32,
+                at.hd as u32,
                 at.hd,
                 at.block,
-                at.unroll,
+                at.sub,
                 dtype.into(),
             );
         }

@@ -13,12 +13,16 @@
 //!
 //! Notation below: `i` a query, `j` a key, `s = scale·qᵢ·kⱼ`, `D_i = Σ_d dOᵢ·Oᵢ`.
 //!
-//! Loops over the head dimension run in chunks of `unroll` (unrolled here) times `chunks` (a
-//! run-time bound). Why both: Mesa's llvmpipe (lavapipe, CI's software Vulkan) stops *every* loop
-//! of an invocation after 65,535 iterations in total — silently, leaving outputs unwritten
-//! (seen: a 577-token sequence lost its last 105 rows). Unrolling keeps the count at about
-//! `keys × (2·hd/unroll + 1)` per thread; a run-time bound stops llvmpipe's LLVM from unrolling
-//! the rest itself, which took it minutes per shader. Real GPUs have no such limit.
+//! Register blocking: each thread takes the keys (or queries) of a staged tile `sub` at a time.
+//! Their scores live in a `sub`-long array indexed only by unrolled (compile-time) positions, so
+//! they stay in registers, and the loop over the head dimension runs once per `sub` keys — each
+//! of the thread's own row elements (`q`, the accumulator) is read once for `sub` products.
+//!
+//! That loop is bounded by `hd_rt`, the head size passed at run time, for Mesa's llvmpipe
+//! (lavapipe, CI's software Vulkan): it stops *every* loop of an invocation after 65,535
+//! iterations in total — silently, leaving outputs unwritten (seen: a 577-token sequence lost its
+//! last 105 rows) — and with compile-time bounds its LLVM unrolled everything and took minutes
+//! per shader. Per thread the count is about `keys × 2·hd / sub`. Real GPUs have no such limit.
 
 // Kernel code is plain integer arithmetic the CubeCL frontend surely expands; `div_ceil` is a
 // library call it may or may not.
@@ -52,10 +56,10 @@ pub fn forward<F: Float>(
     lse: &mut Tensor<f32>,
     scale: f32,
     window: u32,
-    chunks: u32,
+    hd_rt: u32,
     #[comptime] hd: usize,
     #[comptime] block: usize,
-    #[comptime] unroll: usize,
+    #[comptime] sub: usize,
     #[define(F)] _dtype: StorageType,
 ) {
     let t = CUBE_POS_X as usize * 4;
@@ -65,9 +69,7 @@ pub fn forward<F: Float>(
     let (heads, kv_heads, l) = (q.shape(1), k.shape(1), q.shape(2));
     let kvh = head / (heads / kv_heads);
     let window = window as usize;
-    // hd / unroll, passed at run time so the driver's compiler does not unroll these loops
-    // again (llvmpipe then compiled for minutes).
-    let chunks = chunks as usize;
+    let hd_rt = hd_rt as usize;
     let u = UNIT_POS_X as usize;
     let i = off + u;
     let valid = i < len;
@@ -76,28 +78,19 @@ pub fn forward<F: Float>(
 
     let mut qv = Array::<f32>::new(hd);
     let mut acc = Array::<f32>::new(hd);
-    for dc in 0..chunks {
-        #[unroll]
-        for du in 0..unroll {
-            let d = dc * unroll + du;
-            qv[d] = 0.0;
-            acc[d] = 0.0;
+    for d in 0..hd_rt {
+        let mut x = 0.0f32;
+        if valid {
+            x = f32::cast_from(q[q_at + d]) * scale;
         }
-    }
-    if valid {
-        for dc in 0..chunks {
-            #[unroll]
-            for du in 0..unroll {
-                let d = dc * unroll + du;
-                qv[d] = f32::cast_from(q[q_at + d]) * scale;
-            }
-        }
+        qv[d] = x;
+        acc[d] = 0.0;
     }
     let mut m = f32::new(NEG);
     let mut sum = 0.0f32;
     let mut ks = SharedMemory::<f32>::new(block * hd);
     let mut vs = SharedMemory::<f32>::new(block * hd);
-    let mut sc = Array::<f32>::new(block);
+    let mut sc = Array::<f32>::new(sub);
 
     // Key tiles this query tile can see: from the window's reach (rounded to a tile) to its end.
     let k_end = (off + block).min(len);
@@ -109,75 +102,71 @@ pub fn forward<F: Float>(
     for tk in 0..n_kt {
         let kt = k_lo + tk * block;
         let j = kt + u;
-        for dc in 0..chunks {
-            #[unroll]
-            for du in 0..unroll {
-                let d = dc * unroll + du;
-                let mut kx = 0.0f32;
-                let mut vx = 0.0f32;
-                if j < len {
-                    kx = f32::cast_from(k[kv_at + j * hd + d]);
-                    vx = f32::cast_from(v[kv_at + j * hd + d]);
-                }
-                ks[u * hd + d] = kx;
-                vs[u * hd + d] = vx;
+        for d in 0..hd_rt {
+            let mut kx = 0.0f32;
+            let mut vx = 0.0f32;
+            if j < len {
+                kx = f32::cast_from(k[kv_at + j * hd + d]);
+                vx = f32::cast_from(v[kv_at + j * hd + d]);
             }
+            ks[u * hd + d] = kx;
+            vs[u * hd + d] = vx;
         }
         sync_cube();
         if valid {
-            // Scores of this tile, then one rescale of the accumulator per tile (not per key).
-            let mut tmax = f32::new(NEG);
-            for jj in 0..block {
-                let mut s = f32::new(NEG);
-                if visible(i, kt + jj, window) {
-                    let mut dot = 0.0f32;
-                    for dc in 0..chunks {
+            for jb in 0..block / sub {
+                let j0 = kt + jb * sub;
+                // Keys after the query (the diagonal tile's upper half) are skipped whole.
+                if j0 <= i {
+                    let base = jb * sub * hd;
+                    #[unroll]
+                    for jj in 0..sub {
+                        sc[jj] = 0.0;
+                    }
+                    for d in 0..hd_rt {
+                        let qd = qv[d];
                         #[unroll]
-                        for du in 0..unroll {
-                            let d = dc * unroll + du;
-                            dot += qv[d] * ks[jj * hd + d];
+                        for jj in 0..sub {
+                            sc[jj] += qd * ks[base + jj * hd + d];
                         }
                     }
-                    s = dot;
-                }
-                sc[jj] = s;
-                tmax = max(tmax, s);
-            }
-            let m_new = max(m, tmax);
-            let corr = (m - m_new).exp();
-            sum *= corr;
-            for dc in 0..chunks {
-                #[unroll]
-                for du in 0..unroll {
-                    let d = dc * unroll + du;
-                    acc[d] *= corr;
-                }
-            }
-            for jj in 0..block {
-                if visible(i, kt + jj, window) {
-                    let p = (sc[jj] - m_new).exp();
-                    sum += p;
-                    for dc in 0..chunks {
-                        #[unroll]
-                        for du in 0..unroll {
-                            let d = dc * unroll + du;
-                            acc[d] += p * vs[jj * hd + d];
+                    let mut smax = f32::new(NEG);
+                    #[unroll]
+                    for jj in 0..sub {
+                        if visible(i, j0 + jj, window) {
+                            smax = max(smax, sc[jj]);
                         }
                     }
+                    let m_new = max(m, smax);
+                    let corr = (m - m_new).exp();
+                    sum *= corr;
+                    #[unroll]
+                    for jj in 0..sub {
+                        let mut p = 0.0f32;
+                        if visible(i, j0 + jj, window) {
+                            p = (sc[jj] - m_new).exp();
+                        }
+                        sc[jj] = p;
+                        sum += p;
+                    }
+                    for d in 0..hd_rt {
+                        let mut a = acc[d] * corr;
+                        #[unroll]
+                        for jj in 0..sub {
+                            a += sc[jj] * vs[base + jj * hd + d];
+                        }
+                        acc[d] = a;
+                    }
+                    m = m_new;
                 }
             }
-            m = m_new;
         }
         sync_cube();
     }
     if valid {
         // Every query sees at least itself, so `sum ≥ 1` here.
-        for dc in 0..chunks {
-            #[unroll]
-            for du in 0..unroll {
-                let d = dc * unroll + du;
-                out[q_at + d] = F::cast_from(acc[d] / sum);
-            }
+        for d in 0..hd_rt {
+            out[q_at + d] = F::cast_from(acc[d] / sum);
         }
         lse[(row * heads + head) * l + start + i] = m + sum.ln();
     }
@@ -198,10 +187,10 @@ pub fn backward_dq<F: Float>(
     dq: &mut Tensor<F>,
     scale: f32,
     window: u32,
-    chunks: u32,
+    hd_rt: u32,
     #[comptime] hd: usize,
     #[comptime] block: usize,
-    #[comptime] unroll: usize,
+    #[comptime] sub: usize,
     #[define(F)] _dtype: StorageType,
 ) {
     let t = CUBE_POS_X as usize * 4;
@@ -211,9 +200,7 @@ pub fn backward_dq<F: Float>(
     let (heads, kv_heads, l) = (q.shape(1), k.shape(1), q.shape(2));
     let kvh = head / (heads / kv_heads);
     let window = window as usize;
-    // hd / unroll, passed at run time so the driver's compiler does not unroll these loops
-    // again (llvmpipe then compiled for minutes).
-    let chunks = chunks as usize;
+    let hd_rt = hd_rt as usize;
     let u = UNIT_POS_X as usize;
     let i = off + u;
     let valid = i < len;
@@ -225,30 +212,25 @@ pub fn backward_dq<F: Float>(
     let mut acc = Array::<f32>::new(hd);
     let mut di = 0.0f32;
     let mut li = 0.0f32;
-    for dc in 0..chunks {
-        #[unroll]
-        for du in 0..unroll {
-            let d = dc * unroll + du;
-            qv[d] = 0.0;
-            dov[d] = 0.0;
-            acc[d] = 0.0;
+    for d in 0..hd_rt {
+        let mut x = 0.0f32;
+        let mut g = 0.0f32;
+        if valid {
+            x = f32::cast_from(q[q_at + d]) * scale;
+            g = f32::cast_from(dout[q_at + d]);
+            di += g * f32::cast_from(out[q_at + d]);
         }
+        qv[d] = x;
+        dov[d] = g;
+        acc[d] = 0.0;
     }
     if valid {
-        for dc in 0..chunks {
-            #[unroll]
-            for du in 0..unroll {
-                let d = dc * unroll + du;
-                qv[d] = f32::cast_from(q[q_at + d]) * scale;
-                let g = f32::cast_from(dout[q_at + d]);
-                dov[d] = g;
-                di += g * f32::cast_from(out[q_at + d]);
-            }
-        }
         li = lse[(row * heads + head) * l + start + i];
     }
     let mut ks = SharedMemory::<f32>::new(block * hd);
     let mut vs = SharedMemory::<f32>::new(block * hd);
+    let mut sc = Array::<f32>::new(sub);
+    let mut dp = Array::<f32>::new(sub);
 
     let k_end = (off + block).min(len);
     let mut k_lo = 0usize;
@@ -259,41 +241,50 @@ pub fn backward_dq<F: Float>(
     for tk in 0..n_kt {
         let kt = k_lo + tk * block;
         let j = kt + u;
-        for dc in 0..chunks {
-            #[unroll]
-            for du in 0..unroll {
-                let d = dc * unroll + du;
-                let mut kx = 0.0f32;
-                let mut vx = 0.0f32;
-                if j < len {
-                    kx = f32::cast_from(k[kv_at + j * hd + d]);
-                    vx = f32::cast_from(v[kv_at + j * hd + d]);
-                }
-                ks[u * hd + d] = kx;
-                vs[u * hd + d] = vx;
+        for d in 0..hd_rt {
+            let mut kx = 0.0f32;
+            let mut vx = 0.0f32;
+            if j < len {
+                kx = f32::cast_from(k[kv_at + j * hd + d]);
+                vx = f32::cast_from(v[kv_at + j * hd + d]);
             }
+            ks[u * hd + d] = kx;
+            vs[u * hd + d] = vx;
         }
         sync_cube();
         if valid {
-            for jj in 0..block {
-                if visible(i, kt + jj, window) {
-                    let mut s = 0.0f32;
-                    let mut dp = 0.0f32;
-                    for dc in 0..chunks {
+            for jb in 0..block / sub {
+                let j0 = kt + jb * sub;
+                if j0 <= i {
+                    let base = jb * sub * hd;
+                    #[unroll]
+                    for jj in 0..sub {
+                        sc[jj] = 0.0;
+                        dp[jj] = 0.0;
+                    }
+                    for d in 0..hd_rt {
+                        let (qd, gd) = (qv[d], dov[d]);
                         #[unroll]
-                        for du in 0..unroll {
-                            let d = dc * unroll + du;
-                            s += qv[d] * ks[jj * hd + d];
-                            dp += dov[d] * vs[jj * hd + d];
+                        for jj in 0..sub {
+                            sc[jj] += qd * ks[base + jj * hd + d];
+                            dp[jj] += gd * vs[base + jj * hd + d];
                         }
                     }
-                    let ds = (s - li).exp() * (dp - di);
-                    for dc in 0..chunks {
-                        #[unroll]
-                        for du in 0..unroll {
-                            let d = dc * unroll + du;
-                            acc[d] += ds * ks[jj * hd + d];
+                    #[unroll]
+                    for jj in 0..sub {
+                        let mut ds = 0.0f32;
+                        if visible(i, j0 + jj, window) {
+                            ds = (sc[jj] - li).exp() * (dp[jj] - di);
                         }
+                        sc[jj] = ds;
+                    }
+                    for d in 0..hd_rt {
+                        let mut a = acc[d];
+                        #[unroll]
+                        for jj in 0..sub {
+                            a += sc[jj] * ks[base + jj * hd + d];
+                        }
+                        acc[d] = a;
                     }
                 }
             }
@@ -301,12 +292,8 @@ pub fn backward_dq<F: Float>(
         sync_cube();
     }
     if valid {
-        for dc in 0..chunks {
-            #[unroll]
-            for du in 0..unroll {
-                let d = dc * unroll + du;
-                dq[q_at + d] = F::cast_from(acc[d] * scale);
-            }
+        for d in 0..hd_rt {
+            dq[q_at + d] = F::cast_from(acc[d] * scale);
         }
     }
 }
@@ -329,10 +316,10 @@ pub fn backward_dkdv<F: Float>(
     dv: &mut Tensor<F>,
     scale: f32,
     window: u32,
-    chunks: u32,
+    hd_rt: u32,
     #[comptime] hd: usize,
     #[comptime] block: usize,
-    #[comptime] unroll: usize,
+    #[comptime] sub: usize,
     #[define(F)] _dtype: StorageType,
 ) {
     let t = CUBE_POS_X as usize * 4;
@@ -342,9 +329,7 @@ pub fn backward_dkdv<F: Float>(
     let (heads, kv_heads, l) = (q.shape(1), k.shape(1), q.shape(2));
     let group = heads / kv_heads;
     let window = window as usize;
-    // hd / unroll, passed at run time so the driver's compiler does not unroll these loops
-    // again (llvmpipe then compiled for minutes).
-    let chunks = chunks as usize;
+    let hd_rt = hd_rt as usize;
     let u = UNIT_POS_X as usize;
     let j = off + u;
     let valid = j < len;
@@ -354,59 +339,49 @@ pub fn backward_dkdv<F: Float>(
     let mut vx = Array::<f32>::new(hd);
     let mut dkv = Array::<f32>::new(hd);
     let mut dvv = Array::<f32>::new(hd);
-    for dc in 0..chunks {
-        #[unroll]
-        for du in 0..unroll {
-            let d = dc * unroll + du;
-            kx[d] = 0.0;
-            vx[d] = 0.0;
-            dkv[d] = 0.0;
-            dvv[d] = 0.0;
+    for d in 0..hd_rt {
+        let mut a = 0.0f32;
+        let mut b = 0.0f32;
+        if valid {
+            a = f32::cast_from(k[kv_at + d]);
+            b = f32::cast_from(v[kv_at + d]);
         }
-    }
-    if valid {
-        for dc in 0..chunks {
-            #[unroll]
-            for du in 0..unroll {
-                let d = dc * unroll + du;
-                kx[d] = f32::cast_from(k[kv_at + d]);
-                vx[d] = f32::cast_from(v[kv_at + d]);
-            }
-        }
+        kx[d] = a;
+        vx[d] = b;
+        dkv[d] = 0.0;
+        dvv[d] = 0.0;
     }
     let mut qs = SharedMemory::<f32>::new(block * hd);
     let mut dos = SharedMemory::<f32>::new(block * hd);
     let mut ls = SharedMemory::<f32>::new(block);
     let mut dd = SharedMemory::<f32>::new(block);
+    let mut sc = Array::<f32>::new(sub);
+    let mut dp = Array::<f32>::new(sub);
 
     // Query tiles that can see this key tile: from the tile itself to the window's reach.
     let mut q_end = len;
     if window > 0 {
         q_end = (off + block - 1 + window).min(len);
     }
+    let n_qt = (q_end - off + block - 1) / block;
     for g in 0..group {
         let head = kvh * group + g;
         let q_base = (row * heads + head) * l + start;
-        let n_qt = (q_end - off + block - 1) / block;
         for tq in 0..n_qt {
             let qt = off + tq * block;
             let i = qt + u;
             let mut di = 0.0f32;
             let mut li = 0.0f32;
-            for dc in 0..chunks {
-                #[unroll]
-                for du in 0..unroll {
-                    let d = dc * unroll + du;
-                    let mut qx = 0.0f32;
-                    let mut gx = 0.0f32;
-                    if i < len {
-                        qx = f32::cast_from(q[(q_base + i) * hd + d]);
-                        gx = f32::cast_from(dout[(q_base + i) * hd + d]);
-                        di += gx * f32::cast_from(out[(q_base + i) * hd + d]);
-                    }
-                    qs[u * hd + d] = qx;
-                    dos[u * hd + d] = gx;
+            for d in 0..hd_rt {
+                let mut qx = 0.0f32;
+                let mut gx = 0.0f32;
+                if i < len {
+                    qx = f32::cast_from(q[(q_base + i) * hd + d]);
+                    gx = f32::cast_from(dout[(q_base + i) * hd + d]);
+                    di += gx * f32::cast_from(out[(q_base + i) * hd + d]);
                 }
+                qs[u * hd + d] = qx;
+                dos[u * hd + d] = gx;
             }
             if i < len {
                 li = lse[q_base + i];
@@ -415,28 +390,46 @@ pub fn backward_dkdv<F: Float>(
             dd[u] = di;
             sync_cube();
             if valid {
-                for ii in 0..block {
-                    let qi = qt + ii;
-                    if qi < len && visible(qi, j, window) {
-                        let mut s = 0.0f32;
-                        let mut dp = 0.0f32;
-                        for dc in 0..chunks {
+                for ib in 0..block / sub {
+                    let i0 = qt + ib * sub;
+                    // Queries before the key (the diagonal tile's lower half) are skipped whole.
+                    if i0 + sub > j {
+                        let base = ib * sub;
+                        #[unroll]
+                        for ii in 0..sub {
+                            sc[ii] = 0.0;
+                            dp[ii] = 0.0;
+                        }
+                        for d in 0..hd_rt {
+                            let (kd, vd) = (kx[d], vx[d]);
                             #[unroll]
-                            for du in 0..unroll {
-                                let d = dc * unroll + du;
-                                s += qs[ii * hd + d] * kx[d];
-                                dp += dos[ii * hd + d] * vx[d];
+                            for ii in 0..sub {
+                                sc[ii] += qs[(base + ii) * hd + d] * kd;
+                                dp[ii] += dos[(base + ii) * hd + d] * vd;
                             }
                         }
-                        let p = (s * scale - ls[ii]).exp();
-                        let ds = p * (dp - dd[ii]);
-                        for dc in 0..chunks {
-                            #[unroll]
-                            for du in 0..unroll {
-                                let d = dc * unroll + du;
-                                dvv[d] += p * dos[ii * hd + d];
-                                dkv[d] += ds * qs[ii * hd + d];
+                        #[unroll]
+                        for ii in 0..sub {
+                            let qi = i0 + ii;
+                            let mut p = 0.0f32;
+                            let mut ds = 0.0f32;
+                            if qi < len && visible(qi, j, window) {
+                                p = (sc[ii] * scale - ls[base + ii]).exp();
+                                ds = p * (dp[ii] - dd[base + ii]);
                             }
+                            sc[ii] = p;
+                            dp[ii] = ds;
+                        }
+                        for d in 0..hd_rt {
+                            let mut a = dkv[d];
+                            let mut b = dvv[d];
+                            #[unroll]
+                            for ii in 0..sub {
+                                a += dp[ii] * qs[(base + ii) * hd + d];
+                                b += sc[ii] * dos[(base + ii) * hd + d];
+                            }
+                            dkv[d] = a;
+                            dvv[d] = b;
                         }
                     }
                 }
@@ -445,13 +438,9 @@ pub fn backward_dkdv<F: Float>(
         }
     }
     if valid {
-        for dc in 0..chunks {
-            #[unroll]
-            for du in 0..unroll {
-                let d = dc * unroll + du;
-                dk[kv_at + d] = F::cast_from(dkv[d] * scale);
-                dv[kv_at + d] = F::cast_from(dvv[d]);
-            }
+        for d in 0..hd_rt {
+            dk[kv_at + d] = F::cast_from(dkv[d] * scale);
+            dv[kv_at + d] = F::cast_from(dvv[d]);
         }
     }
 }
