@@ -43,6 +43,40 @@ fn visible(i: usize, j: usize, window: usize) -> bool {
     ok
 }
 
+/// Stages row `j` of a sequence (its first element at `at`) of `src` into `dst[u·hd ..]` as f32;
+/// zeros past the sequence's end, so every unit of the workgroup takes part in the load.
+#[cube]
+fn stage_row<F: Float>(
+    src: &Tensor<F>,
+    at: usize,
+    j: usize,
+    len: usize,
+    u: usize,
+    hd_rt: usize,
+    dst: &mut SharedMemory<f32>,
+    #[comptime] hd: usize,
+) {
+    for d in 0..hd_rt {
+        let mut x = 0.0f32;
+        if j < len {
+            x = f32::cast_from(src[at + j * hd + d]);
+        }
+        dst[u * hd + d] = x;
+    }
+}
+
+/// The key tiles a query tile at `off` can see: the first one (the window's reach, rounded down
+/// to a tile) and how many, up to the query tile itself.
+#[cube]
+fn key_tiles(off: usize, len: usize, window: usize, #[comptime] block: usize) -> (usize, usize) {
+    let k_end = (off + block).min(len);
+    let mut k_lo = 0usize;
+    if window > 0 && off + 1 > window {
+        k_lo = (off + 1 - window) / block * block;
+    }
+    (k_lo, (k_end - k_lo + block - 1) / block)
+}
+
 /// out, lse = softmax(scale·q·kᵀ)·v over each sequence's visible keys.
 ///
 /// Cube (tile, head); unit `u` owns query `offset + u` of the tile's sequence.
@@ -92,26 +126,11 @@ pub fn forward<F: Float>(
     let mut vs = SharedMemory::<f32>::new(block * hd);
     let mut sc = Array::<f32>::new(sub);
 
-    // Key tiles this query tile can see: from the window's reach (rounded to a tile) to its end.
-    let k_end = (off + block).min(len);
-    let mut k_lo = 0usize;
-    if window > 0 && off + 1 > window {
-        k_lo = (off + 1 - window) / block * block;
-    }
-    let n_kt = (k_end - k_lo + block - 1) / block;
+    let (k_lo, n_kt) = key_tiles(off, len, window, block);
     for tk in 0..n_kt {
         let kt = k_lo + tk * block;
-        let j = kt + u;
-        for d in 0..hd_rt {
-            let mut kx = 0.0f32;
-            let mut vx = 0.0f32;
-            if j < len {
-                kx = f32::cast_from(k[kv_at + j * hd + d]);
-                vx = f32::cast_from(v[kv_at + j * hd + d]);
-            }
-            ks[u * hd + d] = kx;
-            vs[u * hd + d] = vx;
-        }
+        stage_row(k, kv_at, kt + u, len, u, hd_rt, &mut ks, hd);
+        stage_row(v, kv_at, kt + u, len, u, hd_rt, &mut vs, hd);
         sync_cube();
         if valid {
             for jb in 0..block / sub {
@@ -232,25 +251,11 @@ pub fn backward_dq<F: Float>(
     let mut sc = Array::<f32>::new(sub);
     let mut dp = Array::<f32>::new(sub);
 
-    let k_end = (off + block).min(len);
-    let mut k_lo = 0usize;
-    if window > 0 && off + 1 > window {
-        k_lo = (off + 1 - window) / block * block;
-    }
-    let n_kt = (k_end - k_lo + block - 1) / block;
+    let (k_lo, n_kt) = key_tiles(off, len, window, block);
     for tk in 0..n_kt {
         let kt = k_lo + tk * block;
-        let j = kt + u;
-        for d in 0..hd_rt {
-            let mut kx = 0.0f32;
-            let mut vx = 0.0f32;
-            if j < len {
-                kx = f32::cast_from(k[kv_at + j * hd + d]);
-                vx = f32::cast_from(v[kv_at + j * hd + d]);
-            }
-            ks[u * hd + d] = kx;
-            vs[u * hd + d] = vx;
-        }
+        stage_row(k, kv_at, kt + u, len, u, hd_rt, &mut ks, hd);
+        stage_row(v, kv_at, kt + u, len, u, hd_rt, &mut vs, hd);
         sync_cube();
         if valid {
             for jb in 0..block / sub {
