@@ -223,6 +223,14 @@ fn bfloat16_inputs() {
         .check_as(9, 2e-2, FloatDType::BF16);
 }
 
+/// A sequence long enough that, without the unrolled head-dimension loops, llvmpipe's cap of
+/// 65,535 loop iterations per invocation would cut the last queries short (see `kernel.rs`).
+#[test]
+fn a_6000_token_sequence() {
+    Case { heads: 1, kv_heads: 1, hd: 64, row_len: 6000, lens: vec![vec![6000]], window: None }
+        .check(10, 1e-4);
+}
+
 #[test]
 fn a_row_of_only_padding_is_zero() {
     Case { heads: 1, kv_heads: 1, hd: 64, row_len: 16, lens: vec![vec![], vec![16]], window: None }

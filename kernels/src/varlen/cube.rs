@@ -34,6 +34,7 @@ struct Launch<R: CubeRuntime> {
     n_tiles: u32,
     block: usize,
     sub: usize,
+    du: usize,
     hd: usize,
     heads: usize,
     kv_heads: usize,
@@ -67,6 +68,7 @@ fn prepare<R: CubeRuntime>(q: &CubeTensor<R>, k: &CubeTensor<R>, layout: &Varlen
         n_tiles: n_tiles as u32,
         block,
         sub: sub_for(block),
+        du: if hd.is_multiple_of(4) { 4 } else { 1 },
         hd,
         heads,
         kv_heads,
@@ -115,6 +117,7 @@ pub fn forward<R: CubeRuntime>(
                 at.hd,
                 at.block,
                 at.sub,
+                at.du,
                 dtype.into(),
             )
         }
@@ -160,6 +163,7 @@ pub fn backward<R: CubeRuntime>(
                 at.hd,
                 at.block,
                 at.sub,
+                at.du,
                 dtype.into(),
             );
             kernel::backward_dkdv::launch_unchecked::<R>(
@@ -181,6 +185,7 @@ pub fn backward<R: CubeRuntime>(
                 at.hd,
                 at.block,
                 at.sub,
+                at.du,
                 dtype.into(),
             );
         }

@@ -18,11 +18,13 @@
 //! they stay in registers, and the loop over the head dimension runs once per `sub` keys — each
 //! of the thread's own row elements (`q`, the accumulator) is read once for `sub` products.
 //!
-//! That loop is bounded by `hd_rt`, the head size passed at run time, for Mesa's llvmpipe
-//! (lavapipe, CI's software Vulkan): it stops *every* loop of an invocation after 65,535
+//! Loops over the head dimension run `du` elements per iteration (unrolled here, 4 when the head
+//! size allows) and are bounded by `hd_rt`, the head size passed at run time. Both for Mesa's
+//! llvmpipe (lavapipe, CI's software Vulkan): it stops *every* loop of an invocation after 65,535
 //! iterations in total — silently, leaving outputs unwritten (seen: a 577-token sequence lost its
 //! last 105 rows) — and with compile-time bounds its LLVM unrolled everything and took minutes
-//! per shader. Per thread the count is about `keys × 2·hd / sub`. Real GPUs have no such limit.
+//! per shader. Per thread the count is about `keys × (2·hd/sub + 2·hd/block) / du`: under the
+//! limit up to about 20k-token sequences at head size 64. Real GPUs have no such limit.
 
 // Kernel code is plain integer arithmetic the CubeCL frontend surely expands; `div_ceil` is a
 // library call it may or may not.
@@ -55,13 +57,18 @@ fn stage_row<F: Float>(
     hd_rt: usize,
     dst: &mut SharedMemory<f32>,
     #[comptime] hd: usize,
+    #[comptime] du: usize,
 ) {
-    for d in 0..hd_rt {
-        let mut x = 0.0f32;
-        if j < len {
-            x = f32::cast_from(src[at + j * hd + d]);
+    for dc in 0..hd_rt / du {
+        #[unroll]
+        for e in 0..du {
+            let d = dc * du + e;
+            let mut x = 0.0f32;
+            if j < len {
+                x = f32::cast_from(src[at + j * hd + d]);
+            }
+            dst[u * hd + d] = x;
         }
-        dst[u * hd + d] = x;
     }
 }
 
@@ -94,6 +101,7 @@ pub fn forward<F: Float>(
     #[comptime] hd: usize,
     #[comptime] block: usize,
     #[comptime] sub: usize,
+    #[comptime] du: usize,
     #[define(F)] _dtype: StorageType,
 ) {
     let t = CUBE_POS_X as usize * 4;
@@ -129,8 +137,8 @@ pub fn forward<F: Float>(
     let (k_lo, n_kt) = key_tiles(off, len, window, block);
     for tk in 0..n_kt {
         let kt = k_lo + tk * block;
-        stage_row(k, kv_at, kt + u, len, u, hd_rt, &mut ks, hd);
-        stage_row(v, kv_at, kt + u, len, u, hd_rt, &mut vs, hd);
+        stage_row(k, kv_at, kt + u, len, u, hd_rt, &mut ks, hd, du);
+        stage_row(v, kv_at, kt + u, len, u, hd_rt, &mut vs, hd, du);
         sync_cube();
         if valid {
             for jb in 0..block / sub {
@@ -142,11 +150,15 @@ pub fn forward<F: Float>(
                     for jj in 0..sub {
                         sc[jj] = 0.0;
                     }
-                    for d in 0..hd_rt {
-                        let qd = qv[d];
+                    for dc in 0..hd_rt / du {
                         #[unroll]
-                        for jj in 0..sub {
-                            sc[jj] += qd * ks[base + jj * hd + d];
+                        for e in 0..du {
+                            let d = dc * du + e;
+                            let qd = qv[d];
+                            #[unroll]
+                            for jj in 0..sub {
+                                sc[jj] += qd * ks[base + jj * hd + d];
+                            }
                         }
                     }
                     let mut smax = f32::new(NEG);
@@ -168,13 +180,17 @@ pub fn forward<F: Float>(
                         sc[jj] = p;
                         sum += p;
                     }
-                    for d in 0..hd_rt {
-                        let mut a = acc[d] * corr;
+                    for dc in 0..hd_rt / du {
                         #[unroll]
-                        for jj in 0..sub {
-                            a += sc[jj] * vs[base + jj * hd + d];
+                        for e in 0..du {
+                            let d = dc * du + e;
+                            let mut a = acc[d] * corr;
+                            #[unroll]
+                            for jj in 0..sub {
+                                a += sc[jj] * vs[base + jj * hd + d];
+                            }
+                            acc[d] = a;
                         }
-                        acc[d] = a;
                     }
                     m = m_new;
                 }
@@ -210,6 +226,7 @@ pub fn backward_dq<F: Float>(
     #[comptime] hd: usize,
     #[comptime] block: usize,
     #[comptime] sub: usize,
+    #[comptime] du: usize,
     #[define(F)] _dtype: StorageType,
 ) {
     let t = CUBE_POS_X as usize * 4;
@@ -254,8 +271,8 @@ pub fn backward_dq<F: Float>(
     let (k_lo, n_kt) = key_tiles(off, len, window, block);
     for tk in 0..n_kt {
         let kt = k_lo + tk * block;
-        stage_row(k, kv_at, kt + u, len, u, hd_rt, &mut ks, hd);
-        stage_row(v, kv_at, kt + u, len, u, hd_rt, &mut vs, hd);
+        stage_row(k, kv_at, kt + u, len, u, hd_rt, &mut ks, hd, du);
+        stage_row(v, kv_at, kt + u, len, u, hd_rt, &mut vs, hd, du);
         sync_cube();
         if valid {
             for jb in 0..block / sub {
@@ -267,12 +284,16 @@ pub fn backward_dq<F: Float>(
                         sc[jj] = 0.0;
                         dp[jj] = 0.0;
                     }
-                    for d in 0..hd_rt {
-                        let (qd, gd) = (qv[d], dov[d]);
+                    for dc in 0..hd_rt / du {
                         #[unroll]
-                        for jj in 0..sub {
-                            sc[jj] += qd * ks[base + jj * hd + d];
-                            dp[jj] += gd * vs[base + jj * hd + d];
+                        for e in 0..du {
+                            let d = dc * du + e;
+                            let (qd, gd) = (qv[d], dov[d]);
+                            #[unroll]
+                            for jj in 0..sub {
+                                sc[jj] += qd * ks[base + jj * hd + d];
+                                dp[jj] += gd * vs[base + jj * hd + d];
+                            }
                         }
                     }
                     #[unroll]
@@ -283,13 +304,17 @@ pub fn backward_dq<F: Float>(
                         }
                         sc[jj] = ds;
                     }
-                    for d in 0..hd_rt {
-                        let mut a = acc[d];
+                    for dc in 0..hd_rt / du {
                         #[unroll]
-                        for jj in 0..sub {
-                            a += sc[jj] * ks[base + jj * hd + d];
+                        for e in 0..du {
+                            let d = dc * du + e;
+                            let mut a = acc[d];
+                            #[unroll]
+                            for jj in 0..sub {
+                                a += sc[jj] * ks[base + jj * hd + d];
+                            }
+                            acc[d] = a;
                         }
-                        acc[d] = a;
                     }
                 }
             }
@@ -325,6 +350,7 @@ pub fn backward_dkdv<F: Float>(
     #[comptime] hd: usize,
     #[comptime] block: usize,
     #[comptime] sub: usize,
+    #[comptime] du: usize,
     #[define(F)] _dtype: StorageType,
 ) {
     let t = CUBE_POS_X as usize * 4;
@@ -377,16 +403,20 @@ pub fn backward_dkdv<F: Float>(
             let i = qt + u;
             let mut di = 0.0f32;
             let mut li = 0.0f32;
-            for d in 0..hd_rt {
-                let mut qx = 0.0f32;
-                let mut gx = 0.0f32;
-                if i < len {
-                    qx = f32::cast_from(q[(q_base + i) * hd + d]);
-                    gx = f32::cast_from(dout[(q_base + i) * hd + d]);
-                    di += gx * f32::cast_from(out[(q_base + i) * hd + d]);
+            for dc in 0..hd_rt / du {
+                #[unroll]
+                for e in 0..du {
+                    let d = dc * du + e;
+                    let mut qx = 0.0f32;
+                    let mut gx = 0.0f32;
+                    if i < len {
+                        qx = f32::cast_from(q[(q_base + i) * hd + d]);
+                        gx = f32::cast_from(dout[(q_base + i) * hd + d]);
+                        di += gx * f32::cast_from(out[(q_base + i) * hd + d]);
+                    }
+                    qs[u * hd + d] = qx;
+                    dos[u * hd + d] = gx;
                 }
-                qs[u * hd + d] = qx;
-                dos[u * hd + d] = gx;
             }
             if i < len {
                 li = lse[q_base + i];
@@ -405,12 +435,16 @@ pub fn backward_dkdv<F: Float>(
                             sc[ii] = 0.0;
                             dp[ii] = 0.0;
                         }
-                        for d in 0..hd_rt {
-                            let (kd, vd) = (kx[d], vx[d]);
+                        for dc in 0..hd_rt / du {
                             #[unroll]
-                            for ii in 0..sub {
-                                sc[ii] += qs[(base + ii) * hd + d] * kd;
-                                dp[ii] += dos[(base + ii) * hd + d] * vd;
+                            for e in 0..du {
+                                let d = dc * du + e;
+                                let (kd, vd) = (kx[d], vx[d]);
+                                #[unroll]
+                                for ii in 0..sub {
+                                    sc[ii] += qs[(base + ii) * hd + d] * kd;
+                                    dp[ii] += dos[(base + ii) * hd + d] * vd;
+                                }
                             }
                         }
                         #[unroll]
@@ -425,16 +459,20 @@ pub fn backward_dkdv<F: Float>(
                             sc[ii] = p;
                             dp[ii] = ds;
                         }
-                        for d in 0..hd_rt {
-                            let mut a = dkv[d];
-                            let mut b = dvv[d];
+                        for dc in 0..hd_rt / du {
                             #[unroll]
-                            for ii in 0..sub {
-                                a += dp[ii] * qs[(base + ii) * hd + d];
-                                b += sc[ii] * dos[(base + ii) * hd + d];
+                            for e in 0..du {
+                                let d = dc * du + e;
+                                let mut a = dkv[d];
+                                let mut b = dvv[d];
+                                #[unroll]
+                                for ii in 0..sub {
+                                    a += dp[ii] * qs[(base + ii) * hd + d];
+                                    b += sc[ii] * dos[(base + ii) * hd + d];
+                                }
+                                dkv[d] = a;
+                                dvv[d] = b;
                             }
-                            dkv[d] = a;
-                            dvv[d] = b;
                         }
                     }
                 }
