@@ -45,6 +45,13 @@ fn visible(i: usize, j: usize, window: usize) -> bool {
     ok
 }
 
+/// This workgroup's tile (`CUBE_POS_X`): (row, sequence start, sequence length, offset in it).
+#[cube]
+fn this_tile(tiles: &Tensor<u32>) -> (usize, usize, usize, usize) {
+    let t = CUBE_POS_X as usize * 4;
+    (tiles[t] as usize, tiles[t + 1] as usize, tiles[t + 2] as usize, tiles[t + 3] as usize)
+}
+
 /// Stages row `j` of a sequence (its first element at `at`) of `src` into `dst[u·hd ..]` as f32;
 /// zeros past the sequence's end, so every unit of the workgroup takes part in the load.
 #[cube]
@@ -104,10 +111,8 @@ pub fn forward<F: Float>(
     #[comptime] du: usize,
     #[define(F)] _dtype: StorageType,
 ) {
-    let t = CUBE_POS_X as usize * 4;
     let head = CUBE_POS_Y as usize;
-    let (row, start, len, off) =
-        (tiles[t] as usize, tiles[t + 1] as usize, tiles[t + 2] as usize, tiles[t + 3] as usize);
+    let (row, start, len, off) = this_tile(tiles);
     let (heads, kv_heads, l) = (q.shape(1), k.shape(1), q.shape(2));
     let kvh = head / (heads / kv_heads);
     let window = window as usize;
@@ -229,10 +234,8 @@ pub fn backward_dq<F: Float>(
     #[comptime] du: usize,
     #[define(F)] _dtype: StorageType,
 ) {
-    let t = CUBE_POS_X as usize * 4;
     let head = CUBE_POS_Y as usize;
-    let (row, start, len, off) =
-        (tiles[t] as usize, tiles[t + 1] as usize, tiles[t + 2] as usize, tiles[t + 3] as usize);
+    let (row, start, len, off) = this_tile(tiles);
     let (heads, kv_heads, l) = (q.shape(1), k.shape(1), q.shape(2));
     let kvh = head / (heads / kv_heads);
     let window = window as usize;
@@ -353,10 +356,8 @@ pub fn backward_dkdv<F: Float>(
     #[comptime] du: usize,
     #[define(F)] _dtype: StorageType,
 ) {
-    let t = CUBE_POS_X as usize * 4;
     let kvh = CUBE_POS_Y as usize;
-    let (row, start, len, off) =
-        (tiles[t] as usize, tiles[t + 1] as usize, tiles[t + 2] as usize, tiles[t + 3] as usize);
+    let (row, start, len, off) = this_tile(tiles);
     let (heads, kv_heads, l) = (q.shape(1), k.shape(1), q.shape(2));
     let group = heads / kv_heads;
     let window = window as usize;
