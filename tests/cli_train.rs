@@ -133,22 +133,30 @@ fn bad_backends_and_models_are_clear_errors() {
     }
     let e = fails(d.path(), &["train", "--data", "small.jsonl", "--model", "no-such-model", "--out", "r3"]);
     assert!(e.contains("no-such-model"), "{e}");
-    let e = fails(d.path(), &["train", "--data", "small.jsonl", "--attention", "varlen", "--out", "r4"]);
-    assert!(e.contains("use --backend wgpu or cuda"), "{e}");
     let e = fails(d.path(), &["train", "--data", "small.jsonl", "--attention", "flash", "--out", "r5"]);
     assert!(e.contains("expected auto, varlen"), "{e}");
 }
 
 /// `--backend wgpu` trains through the varlen kernel by default, and its steps equal the plain
-/// per-sequence tensor path's (on lavapipe in CI: slow, so two steps of 1,024-token rows).
+/// per-sequence tensor path's (on lavapipe in CI: slow, so three steps of 1,024-token rows).
 #[test]
 fn wgpu_training_on_the_varlen_kernel_equals_segmented_attention() {
+    varlen_equals_segmented("wgpu");
+}
+
+/// The same on the CPU backend, whose varlen kernel is the host (rayon) one.
+#[test]
+fn cpu_training_on_the_host_kernel_equals_segmented_attention() {
+    varlen_equals_segmented("cpu");
+}
+
+fn varlen_equals_segmented(backend: &str) {
     let d = tempfile::tempdir().unwrap();
     let run = |attention: &str| {
         let out = format!("run-{attention}");
         ok(
             d.path(),
-            &["train", "--backend", "wgpu", "--steps", "3", "--max-tokens", "1024", "--quiet"][..]
+            &["train", "--backend", backend, "--steps", "3", "--max-tokens", "1024", "--quiet"][..]
                 .iter()
                 .copied()
                 .chain(["--attention", attention, "--out", &out])

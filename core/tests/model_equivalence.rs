@@ -96,7 +96,8 @@ fn micro_batch_loss(
     rows: &[Vec<(usize, f32)>],
     row_len: usize,
 ) -> Tensor<B, 1> {
-    micro_batch_loss_with(AttentionMode::Segmented, model, cfg, all, rows, row_len)
+    // What training uses: the varlen host kernel on this backend.
+    micro_batch_loss_with(AttentionMode::Auto, model, cfg, all, rows, row_len)
 }
 
 /// All gradients of the model, flattened in parameter order.
@@ -213,8 +214,8 @@ fn token_mode_is_the_mean_over_target_tokens_of_the_step() {
     assert!((packed - sum / t as f32).abs() <= 1e-5 * packed.abs(), "{packed} vs {}", sum / t as f32);
 }
 
-/// The segmented (per-sequence) attention equals the reference block-diagonal mask, in loss and
-/// gradients, on rows with several sequences and a padding tail.
+/// The segmented (per-sequence) attention and the varlen host kernel equal the reference
+/// block-diagonal mask, in loss and gradients, on rows with several sequences and a padding tail.
 #[test]
 fn segmented_attention_equals_the_reference_mask() {
     let cfg = cfg();
@@ -229,6 +230,9 @@ fn segmented_attention_equals_the_reference_mask() {
         loss_and_grads(&m, micro_batch_loss_with(AttentionMode::Segmented, &m, &cfg, &all, &rows, 24));
     assert!((a - b).abs() <= 1e-5 * a.abs(), "{a} vs {b}");
     assert_close(&gb, &ga, 1e-5, "gradients");
+    let (v, gv) = loss_and_grads(&m, micro_batch_loss_with(AttentionMode::Varlen, &m, &cfg, &all, &rows, 24));
+    assert!((a - v).abs() <= 1e-5 * a.abs(), "varlen: {a} vs {v}");
+    assert_close(&gv, &ga, 1e-5, "varlen gradients");
     // Bucketed (sequences zero-padded to a multiple of 4, then of 8): the same loss and gradients.
     for bucket in [4, 8] {
         let (c, gc) = loss_and_grads(

@@ -1,5 +1,6 @@
-//! GPU kernels for LongAlign-rs, written once in CubeCL: the same source compiles to WGSL (wgpu:
-//! Vulkan, Metal, DX12, WebGPU) and to CUDA C++ (burn-cuda, NVRTC at run time).
+//! Kernels for LongAlign-rs. The GPU ones are written once in CubeCL: the same source compiles to
+//! WGSL (wgpu: Vulkan, Metal, DX12, WebGPU) and to CUDA C++ (burn-cuda, NVRTC at run time). Burn's
+//! CPU backend gets the same algorithm as a host kernel in plain Rust ([`varlen::host`]).
 //!
 //! - [`varlen_attention`]: causal attention over packed rows, each sequence attending only to
 //!   itself (block-diagonal), grouped-query, optional sliding window; forward and backward
@@ -25,7 +26,7 @@ pub use varlen::layout::{LayoutError, VarlenLayout};
 pub type FloatTensor<B> = burn_backend::tensor::FloatTensor<B>;
 
 /// Backends the varlen attention kernels run on: every CubeCL backend (wgpu, CUDA), with or
-/// without fusion, with or without autodiff.
+/// without fusion, and the CPU backend (`Flex`), each with or without autodiff.
 pub trait VarlenBackend: Backend {
     /// `(out [rows, heads, L, hd], lse [rows, heads, L] f32)`.
     fn varlen_forward(
@@ -146,6 +147,10 @@ macro_rules! registered {
         type WgpuPlain = CubeBackend<WgpuRuntime, f32, i32, u32>;
         $mac!(Wgpu, Autodiff<Wgpu>, Autodiff<Wgpu, BalancedCheckpointing>);
         $mac!(WgpuPlain, Autodiff<WgpuPlain>);
+        {
+            use burn::backend::Flex;
+            $mac!(Flex, Autodiff<Flex>, Autodiff<Flex, BalancedCheckpointing>);
+        }
         #[cfg(feature = "cuda")]
         {
             use burn::backend::Cuda;
@@ -163,10 +168,9 @@ fn registered() -> Vec<TypeId> {
     ids
 }
 
-/// [`varlen_attention`] where backend `B` has the kernel (the wgpu and CUDA backends Burn names
-/// `Wgpu` and `Cuda`, with or without `Autodiff` and checkpointing, and wgpu without fusion);
-/// otherwise q, k, v come back
-/// for the caller's own path.
+/// [`varlen_attention`] where backend `B` has the kernel (the backends Burn names `Flex`, `Wgpu`
+/// and `Cuda`, with or without `Autodiff` and checkpointing, and wgpu without fusion); otherwise
+/// q, k, v come back for the caller's own path.
 #[allow(clippy::type_complexity)]
 pub fn try_varlen_attention<B: Backend>(
     q: Tensor<B, 4>,

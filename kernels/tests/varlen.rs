@@ -1,12 +1,15 @@
 //! Validate (llm.c's discipline): the varlen kernels against the dense masked reference, forward
-//! and gradients, on ragged layouts. The kernel runs on Burn's wgpu backend (in CI: Mesa's
-//! software Vulkan driver, lavapipe) — or on CUDA with `--features cuda` (`kernels/gpu-check.sh`)
-//! — the reference on the CPU backend, from the same numbers.
+//! and gradients, on ragged layouts. Every case runs twice: the CubeCL kernel on Burn's wgpu
+//! backend (in CI: Mesa's software Vulkan driver, lavapipe) — or on CUDA with `--features cuda`
+//! (`kernels/gpu-check.sh`) — and the host kernel on the CPU backend; the reference runs on the
+//! CPU backend, from the same numbers.
 
 use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor, TensorData};
-use longalign_kernels::{VarlenLayout, reference_attention, try_varlen_attention, varlen_attention};
+use longalign_kernels::{
+    VarlenBackend, VarlenLayout, reference_attention, try_varlen_attention, varlen_attention,
+};
 
 #[cfg(not(feature = "cuda"))]
 type Gpu = Autodiff<Wgpu>;
@@ -68,13 +71,25 @@ impl Case {
         VarlenLayout::from_cu_seqlens(self.row_len, &cu, self.window)
     }
 
-    /// Forward and q/k/v gradients of `Σ out ∘ w` (w random), kernel on wgpu vs reference on CPU.
+    /// Forward and q/k/v gradients of `Σ out ∘ w` (w random): the kernel on wgpu and the host
+    /// kernel on the CPU backend, each against the reference on CPU.
     fn check(&self, seed: u64, tol: f32) {
         self.check_as(seed, tol, FloatDType::F32)
     }
 
-    /// [`Self::check`] with the kernel's inputs in `dtype` (the reference stays f32).
+    /// [`Self::check`] with the kernels' inputs in `dtype` (the reference stays f32).
     fn check_as(&self, seed: u64, tol: f32, dtype: FloatDType) {
+        self.check_on::<Gpu>(&GpuDevice::default(), seed, tol, dtype);
+        self.check_on::<Cpu>(&Default::default(), seed, tol, dtype);
+    }
+
+    fn check_on<K: VarlenBackend + burn::tensor::backend::AutodiffBackend>(
+        &self,
+        dev: &K::Device,
+        seed: u64,
+        tol: f32,
+        dtype: FloatDType,
+    ) {
         let rows = self.lens.len();
         let qs = [rows, self.heads, self.row_len, self.hd];
         let ks = [rows, self.kv_heads, self.row_len, self.hd];
@@ -83,15 +98,14 @@ impl Case {
             (values(n(qs), seed), values(n(ks), seed + 1), values(n(ks), seed + 2), values(n(qs), seed + 3));
         let layout = self.layout();
 
-        let gpu = GpuDevice::default();
         let (q, k, v) = (
-            tensor::<Gpu>(&qv, qs, &gpu).cast(dtype).require_grad(),
-            tensor::<Gpu>(&kv, ks, &gpu).cast(dtype).require_grad(),
-            tensor::<Gpu>(&vv, ks, &gpu).cast(dtype).require_grad(),
+            tensor::<K>(&qv, qs, dev).cast(dtype).require_grad(),
+            tensor::<K>(&kv, ks, dev).cast(dtype).require_grad(),
+            tensor::<K>(&vv, ks, dev).cast(dtype).require_grad(),
         );
         let out = varlen_attention(q.clone(), k.clone(), v.clone(), &layout).unwrap();
         assert_eq!(out.dtype(), dtype.into());
-        let grads = (out.clone().cast(FloatDType::F32) * tensor::<Gpu>(&wv, qs, &gpu)).sum().backward();
+        let grads = (out.clone().cast(FloatDType::F32) * tensor::<K>(&wv, qs, dev)).sum().backward();
         let got = [
             host(out),
             host(q.grad(&grads).unwrap()),
@@ -143,7 +157,8 @@ impl Case {
             }
             assert!(
                 e <= tol,
-                "{name}: relative error {e:e} > {tol:e} (lens {:?}, window {:?})",
+                "{name} on {}: relative error {e:e} > {tol:e} (lens {:?}, window {:?})",
+                std::any::type_name::<K>(),
                 self.lens,
                 self.window
             );
@@ -242,12 +257,18 @@ fn dispatch_picks_the_kernel_only_where_registered() {
     assert!(longalign_kernels::supported::<Gpu>());
     assert!(longalign_kernels::supported::<Wgpu>());
     assert!(longalign_kernels::supported::<Autodiff<Wgpu>>());
-    assert!(!longalign_kernels::supported::<Cpu>());
+    assert!(longalign_kernels::supported::<Cpu>());
+    assert!(longalign_kernels::supported::<Flex>());
+    // A backend the kernels are not registered for: wgpu with 8-bit booleans.
+    type Other = burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u8>;
+    assert!(!longalign_kernels::supported::<Other>());
     let layout = VarlenLayout::from_cu_seqlens(4, &[vec![0, 4]], None);
-    let t = || tensor::<Cpu>(&values(4 * 64, 9), [1, 1, 4, 64], &Default::default());
+    let t = || tensor::<Other>(&values(4 * 64, 9), [1, 1, 4, 64], &GpuDevice::default());
     assert!(try_varlen_attention(t(), t(), t(), &layout).is_err());
     let g = || tensor::<Gpu>(&values(4 * 64, 9), [1, 1, 4, 64], &GpuDevice::default());
     assert!(try_varlen_attention(g(), g(), g(), &layout).unwrap().is_ok());
+    let c = || tensor::<Cpu>(&values(4 * 64, 9), [1, 1, 4, 64], &Default::default());
+    assert!(try_varlen_attention(c(), c(), c(), &layout).unwrap().is_ok());
 }
 
 #[test]

@@ -14,7 +14,7 @@ use super::table::{Table, compact};
 pub enum BenchCommand {
     /// Training throughput of naive vs sorted vs packed batching.
     Train(BenchTrainArgs),
-    /// Varlen attention kernel vs the dense block-diagonal mask on one packed row (wgpu/cuda).
+    /// Varlen attention kernel vs the dense block-diagonal mask on one packed row (cpu, wgpu, cuda).
     Attention(BenchAttentionArgs),
     /// `build-data`'s own overhead (read, tokenize, filter, dedupe, prompt, write) against a local
     /// endpoint that answers instantly.
@@ -41,7 +41,7 @@ pub struct BenchBuildDataArgs {
 
 #[derive(Args, Debug)]
 pub struct BenchAttentionArgs {
-    /// wgpu or cuda (the kernel's backends).
+    /// cpu (the host kernel), wgpu or cuda (the CubeCL kernel).
     #[arg(long, default_value = "wgpu")]
     pub backend: String,
     /// Row lengths (tokens per packed row), comma-separated.
@@ -120,7 +120,7 @@ fn attention<B: burn::tensor::backend::AutodiffBackend>(
     use burn::tensor::{Distribution, Tensor};
     use longalign_kernels::{VarlenLayout, pool_bytes, reference_attention, try_varlen_attention};
     if !longalign_kernels::supported::<B>() {
-        bail!("the varlen kernel runs on wgpu and cuda, not {:?}: pass --backend wgpu or cuda", a.backend);
+        bail!("backend {:?} has no varlen kernel: pass --backend cpu, wgpu or cuda", a.backend);
     }
     if a.seq_len == 0 || a.kv_heads == 0 || !a.heads.is_multiple_of(a.kv_heads) || a.reps == 0 {
         bail!("--seq-len and --reps must be positive and --heads a multiple of --kv-heads");
@@ -189,7 +189,8 @@ fn attention<B: burn::tensor::backend::AutodiffBackend>(
     }
     println!(
         "attention over one packed row of {}-token sequences, {} heads ({} kv), head dim {}, backend {}; \
-         mean of {} runs after a warm-up; pool = device memory the allocator holds after the runs\n",
+         mean of {} runs after a warm-up; pool = device memory the allocator holds after the runs \
+         (wgpu, cuda)\n",
         a.seq_len, a.heads, a.kv_heads, a.head_dim, a.backend, a.reps
     );
     let mut t = Table::new(
@@ -218,7 +219,7 @@ fn attention<B: burn::tensor::backend::AutodiffBackend>(
             format!("{:.1}", r["fwd_ms"].as_f64().unwrap_or(0.0)),
             format!("{:.1}", r["fwd_bwd_ms"].as_f64().unwrap_or(0.0)),
             ratio,
-            r["pool_bytes_after"].as_f64().map_or("?".into(), |b| format!("{}B", compact(b))),
+            r["pool_bytes_after"].as_f64().map_or("—".into(), |b| format!("{}B", compact(b))),
         ]);
     }
     print!("{}", t.render());

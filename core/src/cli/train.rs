@@ -86,9 +86,9 @@ pub struct TrainArgs {
     /// distinct kernel shapes to compile (default: 64 on wgpu and cuda, off on cpu).
     #[arg(long)]
     pub seq_bucket: Option<usize>,
-    /// Attention: auto (the varlen flash-attention kernel on wgpu and cuda, plain per-sequence
-    /// tensor ops on cpu), varlen (the kernel; wgpu/cuda only), segmented, bucketed:N, or
-    /// reference (dense block-diagonal mask: the slow oracle).
+    /// Attention: auto (= varlen: the varlen flash-attention kernel, CubeCL on wgpu and cuda, a
+    /// host kernel on cpu), segmented (plain per-sequence tensor ops), bucketed:N, or reference
+    /// (dense block-diagonal mask: the slow oracle).
     #[arg(long, default_value = "auto")]
     pub attention: crate::model::AttentionMode,
     /// No progress bar or summary.

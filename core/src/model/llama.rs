@@ -158,8 +158,8 @@ impl<B: Backend> Rotary<B> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AttentionMode {
-    /// [`Self::Varlen`] where the backend has the kernel (wgpu, CUDA), else [`Self::Segmented`]
-    /// (or [`Self::Bucketed`] when sequences are bucketed).
+    /// [`Self::Varlen`] where the backend has the kernel (CPU, wgpu, CUDA), else
+    /// [`Self::Segmented`] (or [`Self::Bucketed`] when sequences are bucketed).
     #[default]
     Auto,
     /// One dense `[row_len, row_len]` score matrix per head with an explicit block-diagonal mask:
@@ -174,10 +174,11 @@ pub enum AttentionMode {
     /// queries are dropped), with far fewer distinct tensor shapes — JIT backends (CUDA, wgpu)
     /// compile and autotune kernels per shape.
     Bucketed(usize),
-    /// The varlen flash-attention kernel (`longalign-kernels`, CubeCL): tiles that never cross a
-    /// sequence, online softmax, O(Σ nᵢ²) work and O(row_len) memory, forward and backward.
-    /// Runs on the wgpu and CUDA backends; elsewhere it falls back to [`Self::Segmented`]
-    /// (the CLI refuses `--attention varlen` there instead).
+    /// The varlen flash-attention kernel (`longalign-kernels`: CubeCL on wgpu and CUDA, a
+    /// rayon host kernel on the CPU backend): tiles that never cross a sequence, online softmax,
+    /// O(Σ nᵢ²) work and O(row_len) memory, forward and backward. On a backend without it
+    /// (e.g. the browser build) it falls back to [`Self::Segmented`] (the CLI refuses
+    /// `--attention varlen` there instead).
     Varlen,
 }
 

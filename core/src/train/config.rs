@@ -52,8 +52,7 @@ pub struct TrainConfig {
     /// tensor shapes for JIT backends); `None` = no padding.
     #[serde(default)]
     pub seq_bucket: Option<usize>,
-    /// Attention implementation (`auto`: the varlen kernel on wgpu and CUDA, plain tensor ops
-    /// per sequence on the CPU).
+    /// Attention implementation (`auto`: the varlen kernel, on the CPU, wgpu and CUDA backends).
     #[serde(default)]
     pub attention: crate::model::AttentionMode,
 }

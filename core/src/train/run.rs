@@ -128,8 +128,8 @@ pub fn train_on<B: AutodiffBackend>(
         && !crate::model::AttentionMode::kernel_supported::<B>()
     {
         bail!(
-            "--attention varlen runs the CubeCL kernel, which backend {:?} does not have: use \
-             --backend wgpu or cuda, or --attention auto (per-sequence tensor ops here)",
+            "--attention varlen needs the varlen kernel, which backend {:?} does not have: use \
+             --attention auto (per-sequence tensor ops here)",
             cfg.backend
         );
     }

@@ -1,8 +1,11 @@
-//! Varlen (block-diagonal) causal attention: the layout of a packed batch, the CubeCL kernels, and
-//! their registration on Burn's CubeCL, fusion and autodiff backends.
+//! Varlen (block-diagonal) causal attention: the layout of a packed batch, the CubeCL kernels and
+//! the host (CPU) kernel, and their registration on Burn's CubeCL, fusion, CPU and autodiff
+//! backends.
 
 mod autodiff;
 pub mod cube;
+mod flex;
 mod fusion;
+pub mod host;
 pub mod kernel;
 pub mod layout;

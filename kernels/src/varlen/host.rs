@@ -1,0 +1,600 @@
+//! The varlen attention on the host (CPU): the same tiling, online softmax and saved log-sum-exp
+//! as the CubeCL kernels, in plain Rust over `f32` slices, parallel over tiles with rayon.
+//! Burn-free; [`super::flex`] registers it on Burn's CPU backend.
+//!
+//! Work is cut like the GPU kernels': a task owns one tile of [`QUERY_BLOCK`] queries (forward,
+//! `dq`) or of [`KEY_BLOCK`] keys (`dk`/`dv`, all query heads of its KV group), never crossing a
+//! sequence, so tasks write disjoint outputs (no atomics, no locks) and the work is Σ nᵢ²/2.
+//! Each output element is summed by one task in a fixed order: results do not depend on the
+//! number of threads (the CPU backend's resume test relies on bit-identical reruns).
+//!
+//! Inner loops run over a key block transposed to `[hd, KEY_BLOCK]`, so scores for 64 keys are
+//! 64 independent sums the compiler vectorises, with no horizontal reductions; `exp` is a
+//! polynomial that vectorises too ([`exp`]). On x86-64 the same code is compiled a second time
+//! with AVX2 and FMA and picked at run time (see `simd!`).
+
+use rayon::prelude::*;
+
+use super::layout::VarlenLayout;
+
+/// Queries per forward / `dq` task.
+pub const QUERY_BLOCK: usize = 32;
+/// Keys per score block, and per `dk`/`dv` task.
+pub const KEY_BLOCK: usize = 64;
+
+/// Sizes of the packed tensors: q `[rows, heads, L, hd]`, k and v `[rows, kv_heads, L, hd]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dims {
+    pub rows: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub len: usize,
+    pub hd: usize,
+}
+
+impl Dims {
+    fn q_at(&self, row: usize, head: usize, t: usize) -> usize {
+        ((row * self.heads + head) * self.len + t) * self.hd
+    }
+    fn kv_at(&self, row: usize, kv: usize, t: usize) -> usize {
+        ((row * self.kv_heads + kv) * self.len + t) * self.hd
+    }
+    fn group(&self) -> usize {
+        self.heads / self.kv_heads
+    }
+}
+
+/// `e^x` to about 1 ulp (Cephes' `expf` polynomial) in operations that vectorise: round by the
+/// 1.5·2²³ trick, scale by writing the exponent bits. Inputs below -87 give ~1e-38, not 0:
+/// callers zero masked entries themselves.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0; // 1.5 · 2^23: adding it rounds to an integer
+    let x = x.clamp(-87.0, 88.0);
+    let t = x * std::f32::consts::LOG2_E + MAGIC;
+    let n = t - MAGIC;
+    let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4; // x - n·ln2 in two parts
+    let p = 1.987_569_1e-4_f32;
+    let p = p * r + 1.398_199_9e-3;
+    let p = p * r + 8.333_452e-3;
+    let p = p * r + 4.166_579_6e-2;
+    let p = p * r + 1.666_666_5e-1;
+    let p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    let e = (t.to_bits() as i32 - MAGIC.to_bits() as i32 + 127) << 23;
+    y * f32::from_bits(e as u32)
+}
+
+/// Keys `[lo, hi)` of its sequence that query `i` sees (causal, window), both offsets in the
+/// sequence.
+#[inline(always)]
+fn visible(i: usize, window: Option<usize>) -> (usize, usize) {
+    let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
+    (lo, i + 1)
+}
+
+/// `dst[d·KEY_BLOCK + j] = src[(at + j)·hd + d]` for `j < n`; zero past `n`.
+#[inline(always)]
+fn transpose_block(src: &[f32], at: usize, n: usize, hd: usize, dst: &mut [f32]) {
+    dst.fill(0.0);
+    for j in 0..n {
+        let row = &src[(at + j) * hd..][..hd];
+        for (d, &x) in row.iter().enumerate() {
+            dst[d * KEY_BLOCK + j] = x;
+        }
+    }
+}
+
+/// `a · b + c`, fused (one rounding) where `FMA`: only where the CPU has fused multiply-add,
+/// else `mul_add` would be a slow library call.
+#[inline(always)]
+fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
+    if FMA { a.mul_add(b, c) } else { a * b + c }
+}
+
+/// `s[j] = Σ_d a[d] · bt[d·KEY_BLOCK + j]` for the whole block.
+#[inline(always)]
+fn dot_block<const FMA: bool>(a: &[f32], bt: &[f32], s: &mut [f32; KEY_BLOCK]) {
+    *s = [0.0; KEY_BLOCK];
+    for (&ad, col) in a.iter().zip(bt.chunks_exact(KEY_BLOCK)) {
+        for (sj, &b) in s.iter_mut().zip(col) {
+            *sj = madd::<FMA>(ad, b, *sj);
+        }
+    }
+}
+
+/// `y += a · x`.
+#[inline(always)]
+fn axpy<const FMA: bool>(y: &mut [f32], a: f32, x: &[f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = madd::<FMA>(a, x, *y);
+    }
+}
+
+/// `o = c·o + Σ_j w[j] · x[j·hd ..][..hd]`, in that order. With `HD` = hd (> 0) the
+/// accumulator is a fixed-size local the compiler keeps in registers across the sum; `HD` = 0
+/// is the same for any hd, through memory.
+#[inline(always)]
+fn mix_rows<const FMA: bool, const HD: usize>(o: &mut [f32], c: f32, w: &[f32], x: &[f32], hd: usize) {
+    if HD > 0 {
+        let mut r = [0.0f32; HD];
+        for (r, &o) in r.iter_mut().zip(o.iter()) {
+            *r = o * c;
+        }
+        for (j, &wj) in w.iter().enumerate() {
+            let xj = &x[j * HD..][..HD];
+            for d in 0..HD {
+                r[d] = madd::<FMA>(wj, xj[d], r[d]);
+            }
+        }
+        o.copy_from_slice(&r);
+    } else {
+        o.iter_mut().for_each(|v| *v *= c);
+        for (j, &wj) in w.iter().enumerate() {
+            axpy::<FMA>(o, wj, &x[j * hd..][..hd]);
+        }
+    }
+}
+
+/// One forward task: a tile of queries of one sequence and head.
+struct Tile {
+    row: usize,
+    start: usize,
+    len: usize,
+    /// Offset of the tile's first query (forward, dq) or key (dk/dv) in the sequence.
+    off: usize,
+    /// Query head (forward, dq) or KV head (dk/dv).
+    head: usize,
+}
+
+fn tiles(layout: &VarlenLayout, heads: usize, block: usize) -> Vec<Tile> {
+    let mut out = Vec::new();
+    for (row, segs) in layout.segments.iter().enumerate() {
+        for &(start, len) in segs {
+            for head in 0..heads {
+                for off in (0..len).step_by(block) {
+                    out.push(Tile { row, start, len, off, head });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Runs `$f::<FMA>(…)` (an `#[inline(always)]` function) compiled for AVX2 with fused
+/// multiply-add where the CPU has both, else for the baseline target without fusing (aarch64
+/// always has FMA). Fused sums round once instead of twice, so the two builds can differ in the
+/// last bits; on one machine the path, and so every bit, is fixed.
+/// `$fast = false` forces the baseline (tests cover both).
+macro_rules! simd {
+    ($fast:expr, $hd:expr, $f:ident($($a:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        {
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2<R>(f: impl FnOnce() -> R) -> R { f() }
+            if $fast && std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                unsafe { avx2(|| by_hd!(true, $hd, $f($($a),*))) }
+            } else {
+                by_hd!(false, $hd, $f($($a),*))
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = $fast;
+            by_hd!({ cfg!(target_arch = "aarch64") }, $hd, $f($($a),*))
+        }
+    }};
+}
+
+/// `$f::<FMA, HD>(…)` with `HD` = the head size where it is a common one (accumulators in
+/// registers, see [`mix_rows`]), else 0 (any size).
+macro_rules! by_hd {
+    ($fma:tt, $hd:expr, $f:ident($($a:expr),*)) => {
+        match $hd {
+            32 => $f::<$fma, 32>($($a),*),
+            64 => $f::<$fma, 64>($($a),*),
+            128 => $f::<$fma, 128>($($a),*),
+            _ => $f::<$fma, 0>($($a),*),
+        }
+    };
+}
+
+#[inline(always)]
+fn forward_tile<const FMA: bool, const HD: usize>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: &Dims,
+    window: Option<usize>,
+    t: &Tile,
+) -> (Vec<f32>, Vec<f32>) {
+    let hd = dims.hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let nq = QUERY_BLOCK.min(t.len - t.off);
+    let qbase = dims.q_at(t.row, t.head, t.start);
+    let kvbase = dims.kv_at(t.row, t.head / dims.group(), t.start);
+    let (k, v) = (&k[kvbase..], &v[kvbase..]);
+    let mut acc = vec![0.0f32; nq * hd];
+    let mut m = [f32::NEG_INFINITY; QUERY_BLOCK];
+    let mut l = [0.0f32; QUERY_BLOCK];
+    let mut kt = vec![0.0f32; hd * KEY_BLOCK];
+    let mut s = [0.0f32; KEY_BLOCK];
+    // Keys the tile's queries see: from the first query's window start to the last query.
+    let (lo, _) = visible(t.off, window);
+    let hi = t.off + nq;
+    let mut jb = lo - lo % KEY_BLOCK;
+    while jb < hi {
+        let nk = KEY_BLOCK.min(t.len - jb);
+        transpose_block(k, jb, nk, hd, &mut kt);
+        for qi in 0..nq {
+            let i = t.off + qi;
+            let (vlo, vhi) = visible(i, window);
+            let (a, b) = (vlo.max(jb) - jb, vhi.min(jb + nk).saturating_sub(jb));
+            if a >= b {
+                continue;
+            }
+            dot_block::<FMA>(&q[qbase + i * hd..][..hd], &kt, &mut s);
+            let mut bm = f32::NEG_INFINITY;
+            for sj in &mut s[a..b] {
+                *sj *= scale;
+                bm = bm.max(*sj);
+            }
+            let m_new = m[qi].max(bm);
+            let c = (m[qi] - m_new).exp(); // 0 on the first block (m = -inf)
+            let mut sum = 0.0;
+            for sj in &mut s[a..b] {
+                *sj = exp(*sj - m_new);
+                sum += *sj;
+            }
+            l[qi] = l[qi] * c + sum;
+            m[qi] = m_new;
+            mix_rows::<FMA, HD>(&mut acc[qi * hd..][..hd], c, &s[a..b], &v[(jb + a) * hd..], hd);
+        }
+        jb += KEY_BLOCK;
+    }
+    let mut lse = vec![0.0f32; nq];
+    for qi in 0..nq {
+        let inv = 1.0 / l[qi];
+        acc[qi * hd..][..hd].iter_mut().for_each(|x| *x *= inv);
+        lse[qi] = m[qi] + l[qi].ln();
+    }
+    (acc, lse)
+}
+
+/// Attention forward: `(out [rows, heads, L, hd], lse [rows, heads, L])`, zero at padding.
+pub fn forward(q: &[f32], k: &[f32], v: &[f32], dims: Dims, layout: &VarlenLayout) -> (Vec<f32>, Vec<f32>) {
+    forward_on(true, q, k, v, dims, layout)
+}
+
+/// [`forward`], on the vector units when `fast` (and the CPU has them), else the baseline.
+fn forward_on(
+    fast: bool,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dims: Dims,
+    layout: &VarlenLayout,
+) -> (Vec<f32>, Vec<f32>) {
+    let work = tiles(layout, dims.heads, QUERY_BLOCK);
+    let parts: Vec<_> = work
+        .par_iter()
+        .map(|t| simd!(fast, dims.hd, forward_tile(q, k, v, &dims, layout.window, t)))
+        .collect();
+    let mut out = vec![0.0f32; dims.rows * dims.heads * dims.len * dims.hd];
+    let mut lse = vec![0.0f32; dims.rows * dims.heads * dims.len];
+    for (t, (o, s)) in work.iter().zip(parts) {
+        let at = dims.q_at(t.row, t.head, t.start + t.off);
+        out[at..at + o.len()].copy_from_slice(&o);
+        let at = at / dims.hd;
+        lse[at..at + s.len()].copy_from_slice(&s);
+    }
+    (out, lse)
+}
+
+/// `dq` for one tile of queries.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dq_tile<const FMA: bool, const HD: usize>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: &[f32],
+    lse: &[f32],
+    delta: &[f32],
+    dims: &Dims,
+    window: Option<usize>,
+    t: &Tile,
+) -> Vec<f32> {
+    let hd = dims.hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let nq = QUERY_BLOCK.min(t.len - t.off);
+    let qbase = dims.q_at(t.row, t.head, t.start);
+    let kvbase = dims.kv_at(t.row, t.head / dims.group(), t.start);
+    let (k, v) = (&k[kvbase..], &v[kvbase..]);
+    let mut dq = vec![0.0f32; nq * hd];
+    let (mut kt, mut vt) = (vec![0.0f32; hd * KEY_BLOCK], vec![0.0f32; hd * KEY_BLOCK]);
+    let (mut s, mut dp) = ([0.0f32; KEY_BLOCK], [0.0f32; KEY_BLOCK]);
+    let (lo, _) = visible(t.off, window);
+    let hi = t.off + nq;
+    let mut jb = lo - lo % KEY_BLOCK;
+    while jb < hi {
+        let nk = KEY_BLOCK.min(t.len - jb);
+        transpose_block(k, jb, nk, hd, &mut kt);
+        transpose_block(v, jb, nk, hd, &mut vt);
+        for qi in 0..nq {
+            let i = t.off + qi;
+            let (vlo, vhi) = visible(i, window);
+            let (a, b) = (vlo.max(jb) - jb, vhi.min(jb + nk).saturating_sub(jb));
+            if a >= b {
+                continue;
+            }
+            let at = qbase + i * hd;
+            let (li, di) = (lse[at / hd], delta[at / hd]);
+            dot_block::<FMA>(&q[at..][..hd], &kt, &mut s);
+            dot_block::<FMA>(&dout[at..][..hd], &vt, &mut dp);
+            for j in a..b {
+                s[j] = exp(s[j] * scale - li) * (dp[j] - di); // ds = p · (dp − D)
+            }
+            mix_rows::<FMA, HD>(&mut dq[qi * hd..][..hd], 1.0, &s[a..b], &k[(jb + a) * hd..], hd);
+        }
+        jb += KEY_BLOCK;
+    }
+    dq.iter_mut().for_each(|x| *x *= scale);
+    dq
+}
+
+/// `dk`, `dv` for one tile of keys of one KV head: sums over every query head of its group.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dkdv_tile<const FMA: bool, const HD: usize>(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    dout: &[f32],
+    lse: &[f32],
+    delta: &[f32],
+    dims: &Dims,
+    window: Option<usize>,
+    t: &Tile,
+) -> (Vec<f32>, Vec<f32>) {
+    let hd = dims.hd;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let nk = KEY_BLOCK.min(t.len - t.off);
+    let kvbase = dims.kv_at(t.row, t.head, t.start + t.off);
+    let (mut kt, mut vt) = (vec![0.0f32; hd * KEY_BLOCK], vec![0.0f32; hd * KEY_BLOCK]);
+    transpose_block(&k[kvbase..], 0, nk, hd, &mut kt);
+    transpose_block(&v[kvbase..], 0, nk, hd, &mut vt);
+    let (mut dk, mut dv) = (vec![0.0f32; nk * hd], vec![0.0f32; nk * hd]);
+    let (mut s, mut dp) = ([0.0f32; KEY_BLOCK], [0.0f32; KEY_BLOCK]);
+    // Queries that see some key of the tile: from its first key to the last key's window end.
+    let last = window.map_or(t.len, |w| (t.off + nk - 1 + w).min(t.len));
+    for hq in t.head * dims.group()..(t.head + 1) * dims.group() {
+        let qbase = dims.q_at(t.row, hq, t.start);
+        for i in t.off..last {
+            let (vlo, vhi) = visible(i, window);
+            let (a, b) = (vlo.max(t.off) - t.off, vhi.min(t.off + nk).saturating_sub(t.off));
+            if a >= b {
+                continue;
+            }
+            let at = qbase + i * hd;
+            let (li, di) = (lse[at / hd], delta[at / hd]);
+            let (qi, doi) = (&q[at..][..hd], &dout[at..][..hd]);
+            dot_block::<FMA>(qi, &kt, &mut s);
+            dot_block::<FMA>(doi, &vt, &mut dp);
+            // p and ds for the whole block first: this loop vectorises, the row updates do not.
+            for j in a..b {
+                let p = exp(s[j] * scale - li);
+                s[j] = p;
+                dp[j] = p * (dp[j] - di);
+            }
+            for j in a..b {
+                axpy::<FMA>(&mut dv[j * hd..][..hd], s[j], doi);
+                axpy::<FMA>(&mut dk[j * hd..][..hd], dp[j], qi);
+            }
+        }
+    }
+    dk.iter_mut().for_each(|x| *x *= scale);
+    (dk, dv)
+}
+
+/// Attention backward: `[dq, dk, dv]` from the forward's inputs, output, lse and the output
+/// gradient (all as laid out by [`forward`]); zero at padding.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    dout: &[f32],
+    dims: Dims,
+    layout: &VarlenLayout,
+) -> [Vec<f32>; 3] {
+    backward_on(true, q, k, v, out, lse, dout, dims, layout)
+}
+
+/// [`backward`], on the vector units when `fast` (and the CPU has them), else the baseline.
+#[allow(clippy::too_many_arguments)]
+fn backward_on(
+    fast: bool,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    out: &[f32],
+    lse: &[f32],
+    dout: &[f32],
+    dims: Dims,
+    layout: &VarlenLayout,
+) -> [Vec<f32>; 3] {
+    let hd = dims.hd;
+    // D_i = dO_i · O_i, the softmax backward's row term.
+    let delta: Vec<f32> = out
+        .par_chunks(hd)
+        .zip(dout.par_chunks(hd))
+        .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
+        .collect();
+    let delta = &delta;
+    let w = layout.window;
+    let qwork = tiles(layout, dims.heads, QUERY_BLOCK);
+    let dqs: Vec<_> = qwork
+        .par_iter()
+        .map(|t| simd!(fast, dims.hd, dq_tile(q, k, v, dout, lse, delta, &dims, w, t)))
+        .collect();
+    let kwork = tiles(layout, dims.kv_heads, KEY_BLOCK);
+    let dkvs: Vec<_> =
+        kwork.par_iter().map(|t| simd!(fast, 0, dkdv_tile(q, k, v, dout, lse, delta, &dims, w, t))).collect();
+    let mut dq = vec![0.0f32; q.len()];
+    for (t, g) in qwork.iter().zip(dqs) {
+        let at = dims.q_at(t.row, t.head, t.start + t.off);
+        dq[at..at + g.len()].copy_from_slice(&g);
+    }
+    let (mut dk, mut dv) = (vec![0.0f32; k.len()], vec![0.0f32; v.len()]);
+    for (t, (gk, gv)) in kwork.iter().zip(dkvs) {
+        let at = dims.kv_at(t.row, t.head, t.start + t.off);
+        dk[at..at + gk.len()].copy_from_slice(&gk);
+        dv[at..at + gv.len()].copy_from_slice(&gv);
+    }
+    [dq, dk, dv]
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Softmax attention and its gradients the textbook way, in f64, one query at a time.
+    fn naive(q: &[f32], k: &[f32], v: &[f32], dout: &[f32], d: Dims, layout: &VarlenLayout) -> [Vec<f64>; 4] {
+        let hd = d.hd;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let (mut out, mut dq) = (vec![0.0; q.len()], vec![0.0; q.len()]);
+        let (mut dk, mut dv) = (vec![0.0; k.len()], vec![0.0; v.len()]);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum::<f64>();
+        for (r, segs) in layout.segments.iter().enumerate() {
+            for &(start, n) in segs {
+                for h in 0..d.heads {
+                    let kvh = h / d.group();
+                    for i in 0..n {
+                        let qa = d.q_at(r, h, start + i);
+                        let (lo, hi) = visible(i, layout.window);
+                        let ka = |j: usize| d.kv_at(r, kvh, start + j);
+                        let s: Vec<f64> =
+                            (lo..hi).map(|j| dot(&q[qa..][..hd], &k[ka(j)..][..hd]) * scale).collect();
+                        let m = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                        let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                        let p: Vec<f64> = s.iter().map(|x| (x - m).exp() / z).collect();
+                        let dp: Vec<f64> =
+                            (lo..hi).map(|j| dot(&dout[qa..][..hd], &v[ka(j)..][..hd])).collect();
+                        let row: f64 = p.iter().zip(&dp).map(|(a, b)| a * b).sum();
+                        for (x, j) in (lo..hi).enumerate() {
+                            let ds = p[x] * (dp[x] - row) * scale;
+                            for e in 0..hd {
+                                out[qa + e] += p[x] * v[ka(j) + e] as f64;
+                                dv[ka(j) + e] += p[x] * dout[qa + e] as f64;
+                                dq[qa + e] += ds * k[ka(j) + e] as f64;
+                                dk[ka(j) + e] += ds * q[qa + e] as f64;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        [out, dq, dk, dv]
+    }
+
+    fn noise(n: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn case(
+        lens: &[Vec<usize>],
+        pad: usize,
+        heads: usize,
+        kv_heads: usize,
+        hd: usize,
+        window: Option<usize>,
+    ) -> (Dims, VarlenLayout) {
+        let len = lens.iter().map(|r| r.iter().sum::<usize>()).max().unwrap_or(0) + pad;
+        let cu: Vec<Vec<u32>> = lens
+            .iter()
+            .map(|r| {
+                std::iter::once(0)
+                    .chain(r.iter().scan(0u32, |a, &n| {
+                        *a += n as u32;
+                        Some(*a)
+                    }))
+                    .collect()
+            })
+            .collect();
+        (Dims { rows: lens.len(), heads, kv_heads, len, hd }, VarlenLayout::from_cu_seqlens(len, &cu, window))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// Ragged rows (single tokens, sequences across several key blocks, padding tails),
+        /// GQA, head sizes that are not multiples of 8, windows: forward and all three gradients
+        /// within 1e-5 of the f64 textbook computation.
+        #[test]
+        fn host_kernel_matches_the_textbook(
+            lens in prop::collection::vec(prop::collection::vec(1usize..150, 0..5), 1..3),
+            pad in 0usize..9,
+            (heads, kv_heads) in prop::sample::select(vec![(1, 1), (2, 1), (4, 2), (3, 3)]),
+            hd in prop::sample::select(vec![4usize, 13, 32, 64, 128]),
+            window in prop::option::of(1usize..90),
+            seed in 0u64..1000,
+        ) {
+            let (d, layout) = case(&lens, pad, heads, kv_heads, hd, window);
+            let (qn, kn) = (d.rows * heads * d.len * hd, d.rows * kv_heads * d.len * hd);
+            let (q, k, v, g) = (noise(qn, seed), noise(kn, seed + 1), noise(kn, seed + 2), noise(qn, seed + 3));
+            let want = naive(&q, &k, &v, &g, d, &layout);
+            for fast in [true, false] {
+            let (out, lse) = forward_on(fast, &q, &k, &v, d, &layout);
+            let grads = backward_on(fast, &q, &k, &v, &out, &lse, &g, d, &layout);
+            for (name, (got, want)) in ["out", "dq", "dk", "dv"].iter().zip([&out, &grads[0], &grads[1], &grads[2]].into_iter().zip(&want)) {
+                // 1e-5 of the tensor's scale, plus 2e-6 absolute: a gradient that cancels to 0
+                // (a lone token's dq: p = 1, dp = D) keeps f32 rounding of O(1) terms.
+                let scale = want.iter().fold(0f64, |m, x| m.max(x.abs()));
+                let err = got.iter().zip(want).fold(0f64, |m, (a, b)| m.max((*a as f64 - b).abs()));
+                prop_assert!(err <= 1e-5 * scale + 2e-6, "{} (fast {}): error {:e}, scale {:e}", name, fast, err, scale);
+            }
+            }
+        }
+    }
+
+    /// One thread or many: the same bits (each output is summed by one task, in one order).
+    #[test]
+    fn results_do_not_depend_on_the_thread_count() {
+        let (d, layout) = case(&[vec![300, 1, 77], vec![129]], 5, 4, 2, 32, None);
+        let (qn, kn) = (d.rows * d.heads * d.len * d.hd, d.rows * d.kv_heads * d.len * d.hd);
+        let (q, k, v, g) = (noise(qn, 1), noise(kn, 2), noise(kn, 3), noise(qn, 4));
+        let run = || {
+            let (out, lse) = forward(&q, &k, &v, d, &layout);
+            let grads = backward(&q, &k, &v, &out, &lse, &g, d, &layout);
+            (out, lse, grads)
+        };
+        let many = run();
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(run);
+        assert!(many == one);
+    }
+
+    #[test]
+    fn exp_is_within_a_few_ulp_of_std() {
+        let mut worst = 0.0f32;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let (a, b) = (exp(x), x.exp());
+            worst = worst.max(((a - b) / b).abs());
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp(0.0), 1.0);
+        assert!(exp(-1e30) < 1e-37 && exp(-1e30) >= 0.0);
+    }
+}
