@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # The kernels on an NVIDIA GPU (Burn's CUDA backend, NVRTC at run time): the same validate tests
-# as CI runs on lavapipe (plus bf16), then the attention benchmark at 2k…64k-token rows.
+# as CI runs on lavapipe (plus bf16), then the attention benchmark at 2k…64k-token rows and the
+# fused-loss benchmark at a 128k vocabulary.
 # Run from the repository root on a machine with the NVIDIA driver; about 10 minutes cold.
 set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/longalign/target}"
-cargo test --release -p longalign-kernels --features cuda --test varlen
+cargo test --release -p longalign-kernels --features cuda --test varlen --test ce
 cargo run --release -p longalign-core --features cuda --bin core-cli -- bench attention \
   --backend cuda --rows 2048,4096,8192,16384,32768,65536 --seq-len 1024 \
   --heads 32 --kv-heads 8 --head-dim 128 --reps 5 --dense-max-bytes 17179869184
+cargo run --release -p longalign-core --features cuda --bin core-cli -- bench loss \
+  --backend cuda --targets 16384 --hidden 4096 --vocab 128256 --chunk 2048 --reps 3

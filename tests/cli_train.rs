@@ -208,6 +208,23 @@ fn bench_train_reports_three_strategies() {
     assert!(v["pack"]["occupancy"].as_f64().unwrap() > v["naive"]["occupancy"].as_f64().unwrap());
 }
 
+/// `bench loss` times both losses on the same inputs; their values agree, and on the CPU the fused
+/// one (run first) leaves the lower peak memory.
+#[test]
+fn bench_loss_compares_fused_and_plain() {
+    let d = tempfile::tempdir().unwrap();
+    let args = ["bench", "loss", "--targets", "2048", "--hidden", "16", "--vocab", "8000", "--chunk", "128"];
+    let v: Value =
+        serde_json::from_str(&ok(d.path(), &[&args[..], &["--reps", "1", "--json"]].concat())).unwrap();
+    let (f, p) = (&v[0], &v[1]);
+    assert_eq!((f["path"].as_str(), p["path"].as_str()), (Some("fused"), Some("plain")), "{v}");
+    let (a, b) = (f["loss"].as_f64().unwrap(), p["loss"].as_f64().unwrap());
+    assert!((a - b).abs() <= 1e-5 * b.abs() && a > 0.0, "{a} vs {b}");
+    // The plain path keeps 2 × 2048 × 8000 × 4 B = 131 MB for its backward; the fused one a chunk.
+    let rss = |r: &Value| r["peak_rss_bytes_after"].as_f64().unwrap();
+    assert!(rss(p) > rss(f) + 50e6, "peak RSS after fused {} vs after plain {}", rss(f), rss(p));
+}
+
 /// Activation checkpointing trades memory for recomputation; the numbers stay the same.
 #[test]
 fn activation_checkpointing_gives_the_same_losses() {

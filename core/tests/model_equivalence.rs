@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use longalign::batch::rng::SplitMix64;
 use longalign::batch::weights::{LossMode, step_weights};
 use longalign::model::llama::{Llama, PackedRows};
-use longalign::model::loss::{row_targets, weighted_cross_entropy_padded};
+use longalign::model::loss::{row_targets, weighted_cross_entropy_padded, weighted_cross_entropy_plain};
 use longalign::model::{AttentionMode, LlamaConfig};
 
 type B = Autodiff<Flex>;
@@ -59,6 +59,19 @@ fn micro_batch_loss_with(
     rows: &[Vec<(usize, f32)>],
     row_len: usize,
 ) -> Tensor<B, 1> {
+    micro_batch_loss_via(true, mode, model, cfg, all, rows, row_len)
+}
+
+/// [`micro_batch_loss_with`], through the fused loss (`fused`, what training uses) or the plain one.
+fn micro_batch_loss_via(
+    fused: bool,
+    mode: AttentionMode,
+    model: &Llama<B>,
+    cfg: &LlamaConfig,
+    all: &[Seq],
+    rows: &[Vec<(usize, f32)>],
+    row_len: usize,
+) -> Tensor<B, 1> {
     let device = Default::default();
     let mut tokens = Vec::new();
     let mut cu = Vec::new();
@@ -86,7 +99,11 @@ fn micro_batch_loss_with(
         AttentionMode::Bucketed(b) => b,
         _ => 1,
     };
-    weighted_cross_entropy_padded(model, hidden, &labels, &weights, 7, pad)
+    if fused {
+        weighted_cross_entropy_padded(model, hidden, &labels, &weights, 7, pad)
+    } else {
+        weighted_cross_entropy_plain(model, hidden, &labels, &weights, 7, pad)
+    }
 }
 
 fn micro_batch_loss(
@@ -241,5 +258,29 @@ fn segmented_attention_equals_the_reference_mask() {
         );
         assert!((a - c).abs() <= 1e-5 * a.abs(), "bucket {bucket}: {a} vs {c}");
         assert_close(&gc, &ga, 1e-5, "bucketed gradients");
+    }
+}
+
+/// The fused loss (logits recomputed per chunk in the backward) equals the plain chunked loss in
+/// value and in every parameter's gradient, with tied and untied embeddings, chunks of 7 tokens
+/// over 23 targets, padded chunks too.
+#[test]
+fn fused_loss_equals_the_plain_loss() {
+    for tie in [true, false] {
+        let cfg = LlamaConfig { tie_word_embeddings: tie, ..cfg() };
+        let device = Default::default();
+        B::seed(&device, 5);
+        let m = Llama::<B>::init(&cfg, &device);
+        assert!(m.head_weight().is_some());
+        let all = seqs(&[(9, 4), (1, 0), (12, 6), (5, 5), (7, 3), (14, 9)], 31);
+        let targets: Vec<u32> = all.iter().map(n_targets).collect();
+        let w = step_weights(&targets, LossMode::Sequence);
+        let rows = vec![vec![(0, w[0]), (1, w[1]), (2, w[2])], vec![(3, w[3]), (4, w[4]), (5, w[5])]];
+        for mode in [AttentionMode::Auto, AttentionMode::Bucketed(4)] {
+            let (a, ga) = loss_and_grads(&m, micro_batch_loss_via(false, mode, &m, &cfg, &all, &rows, 40));
+            let (b, gb) = loss_and_grads(&m, micro_batch_loss_via(true, mode, &m, &cfg, &all, &rows, 40));
+            assert!((a - b).abs() <= 1e-6 * a.abs(), "tie {tie} {mode:?}: {a} vs {b}");
+            assert_close(&gb, &ga, 1e-5, "fused loss gradients");
+        }
     }
 }

@@ -6,20 +6,27 @@
 //!   itself (block-diagonal), grouped-query, optional sliding window; forward and backward
 //!   (FlashAttention-2 style: the backward recomputes probabilities from the saved row
 //!   log-sum-exp). Cost Σ nᵢ² instead of L², memory O(L) instead of O(L²).
+//! - [`weighted_ce`]: the weighted cross entropy fused with the vocabulary projection, in token
+//!   chunks, with a backward that recomputes each chunk's logits (memory: one chunk, not
+//!   targets × vocab); tensor operations of the backend, so every backend has it ([`ce`]).
 //!
-//! Each kernel has a plain reference ([`reference_attention`]: a dense score matrix with an
-//! explicit block-diagonal mask) and validate tests comparing the two (`tests/varlen.rs`).
+//! Each has a plain reference ([`reference_attention`]: a dense score matrix with an explicit
+//! block-diagonal mask; [`reference_weighted_ce`]: the chunked loss under plain autodiff) and
+//! validate tests comparing the two (`tests/varlen.rs`, `tests/ce.rs`).
 //!
 //! The model code is generic over any Burn backend; [`try_varlen_attention`] picks the kernel at
-//! run time when the backend is one it is registered for and hands the inputs back otherwise.
+//! run time when the backend is one it is registered for and hands the inputs back otherwise
+//! ([`try_weighted_ce`] likewise).
 
 use std::any::{Any, TypeId};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 
+pub mod ce;
 pub mod varlen;
 
+pub use ce::{CeTargets, WeightedCeBackend, reference_weighted_ce, weighted_ce};
 pub use varlen::layout::{LayoutError, VarlenLayout};
 
 /// A backend's float tensor primitive.
@@ -127,9 +134,9 @@ pub fn reference_attention<B: Backend>(
 }
 
 /// Moves a tensor between two names of the same backend type (checked by the caller).
-fn same<A: Backend, C: Backend>(t: Tensor<A, 4>) -> Tensor<C, 4> {
+fn same<A: Backend, C: Backend, const D: usize>(t: Tensor<A, D>) -> Tensor<C, D> {
     let boxed: Box<dyn Any> = Box::new(t);
-    *boxed.downcast::<Tensor<C, 4>>().expect("TypeId checked equal")
+    *boxed.downcast::<Tensor<C, D>>().expect("TypeId checked equal")
 }
 
 /// Whether [`try_varlen_attention`] runs the kernel on backend `B`.
@@ -188,6 +195,24 @@ pub fn try_varlen_attention<B: Backend>(
     }
     registered!(run);
     Err([q, k, v])
+}
+
+/// [`weighted_ce`] (the fused loss: logits recomputed chunk by chunk in the backward) where
+/// backend `B` is one of those [`try_varlen_attention`] knows; otherwise h and w come back.
+pub fn try_weighted_ce<B: Backend>(
+    h: Tensor<B, 2>,
+    w: Tensor<B, 2>,
+    t: &CeTargets,
+) -> Result<Tensor<B, 1>, (Tensor<B, 2>, Tensor<B, 2>)> {
+    macro_rules! run {
+        ($($t:ty),*) => { $(
+            if TypeId::of::<B>() == TypeId::of::<$t>() {
+                return Ok(same(weighted_ce::<$t>(same(h), same(w), t)));
+            }
+        )* };
+    }
+    registered!(run);
+    Err((h, w))
 }
 
 /// Bytes the device's memory pool holds (reserved pages), after releasing what it can first when

@@ -263,7 +263,7 @@ fn dispatch_picks_the_kernel_only_where_registered() {
     type Other = burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u8>;
     assert!(!longalign_kernels::supported::<Other>());
     let layout = VarlenLayout::from_cu_seqlens(4, &[vec![0, 4]], None);
-    let t = || tensor::<Other>(&values(4 * 64, 9), [1, 1, 4, 64], &GpuDevice::default());
+    let t = || tensor::<Other>(&values(4 * 64, 9), [1, 1, 4, 64], &Default::default());
     assert!(try_varlen_attention(t(), t(), t(), &layout).is_err());
     let g = || tensor::<Gpu>(&values(4 * 64, 9), [1, 1, 4, 64], &GpuDevice::default());
     assert!(try_varlen_attention(g(), g(), g(), &layout).unwrap().is_ok());

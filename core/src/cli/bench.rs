@@ -16,6 +16,8 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// Varlen attention kernel vs the dense block-diagonal mask on one packed row (cpu, wgpu, cuda).
     Attention(BenchAttentionArgs),
+    /// The fused weighted cross entropy vs the plain chunked one: time and memory, forward + backward.
+    Loss(BenchLossArgs),
     /// `build-data`'s own overhead (read, tokenize, filter, dedupe, prompt, write) against a local
     /// endpoint that answers instantly.
     BuildData(BenchBuildDataArgs),
@@ -69,6 +71,27 @@ pub struct BenchAttentionArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct BenchLossArgs {
+    /// cpu, wgpu or cuda.
+    #[arg(long, default_value = "cpu")]
+    pub backend: String,
+    /// Target tokens (rows of the hidden states that carry a label).
+    #[arg(long, default_value_t = 4096)]
+    pub targets: usize,
+    #[arg(long, default_value_t = 256)]
+    pub hidden: usize,
+    #[arg(long, default_value_t = 32_000)]
+    pub vocab: usize,
+    /// Tokens per chunk (both paths chunk the same way).
+    #[arg(long, default_value_t = 512)]
+    pub chunk: usize,
+    #[arg(long, default_value_t = 2)]
+    pub reps: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct BenchTrainArgs {
     /// `tiny` or a Hugging Face model directory.
     #[arg(long, default_value = "tiny")]
@@ -108,7 +131,88 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
             crate::with_backend!(a.backend.as_str(), |B, device| attention::<B>(a, &device))
         }
         BenchCommand::BuildData(a) => build_data(a),
+        BenchCommand::Loss(a) => crate::with_backend!(a.backend.as_str(), |B, device| loss::<B>(a, &device)),
     }
+}
+
+/// Times forward + backward of the fused and the plain weighted cross entropy on the same random
+/// inputs and reads memory after each: the process's peak RSS on the CPU (the fused path runs
+/// first, so a higher peak after the plain one is the plain one's), the device pool on wgpu/cuda.
+fn loss<B: burn::tensor::backend::AutodiffBackend>(
+    a: &BenchLossArgs,
+    device: &B::Device,
+) -> anyhow::Result<()> {
+    use burn::tensor::{Distribution, ElementConversion, Tensor};
+    use longalign_kernels::{CeTargets, pool_bytes, reference_weighted_ce, try_weighted_ce};
+    if a.targets == 0 || a.hidden == 0 || a.vocab == 0 || a.chunk == 0 || a.reps == 0 {
+        bail!("--targets, --hidden, --vocab, --chunk and --reps must be positive");
+    }
+    let sync = || B::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
+    let h = Tensor::<B, 2>::random([a.targets, a.hidden], Distribution::Normal(0.0, 1.0), device);
+    let w = Tensor::<B, 2>::random([a.hidden, a.vocab], Distribution::Normal(0.0, 0.05), device);
+    let t = CeTargets {
+        labels: (0..a.targets).map(|i| ((i * 7919) % a.vocab) as u32).collect(),
+        weights: vec![1.0 / a.targets as f32; a.targets],
+        chunk: a.chunk,
+        pad_to: 1,
+    };
+    let mut out = Vec::new();
+    for path in ["fused", "plain"] {
+        let run = || -> anyhow::Result<f32> {
+            let (h, w) = (h.clone().require_grad(), w.clone().require_grad());
+            let l = match path {
+                "fused" => {
+                    try_weighted_ce(h, w, &t).map_err(|_| anyhow::anyhow!("no fused loss on this backend"))?
+                }
+                _ => reference_weighted_ce(h, w, &t),
+            };
+            let value = l.clone().into_scalar().elem::<f32>();
+            let _ = l.backward();
+            sync()?;
+            Ok(value)
+        };
+        let value = run()?; // warm-up (compiles on JIT backends)
+        let _ = pool_bytes(device, true);
+        let t0 = web_time::Instant::now();
+        for _ in 0..a.reps {
+            run()?;
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3 / a.reps as f64;
+        out.push(json!({
+            "path": path, "fwd_bwd_ms": ms, "loss": value,
+            "pool_bytes_after": pool_bytes(device, false),
+            "peak_rss_bytes_after": crate::train::peak_rss_bytes(),
+        }));
+    }
+    if a.json {
+        println!("{}", Value::Array(out));
+        return Ok(());
+    }
+    println!(
+        "weighted cross entropy, {} targets × hidden {} × vocab {}, chunks of {}, backend {}; forward + backward, \
+         mean of {} after a warm-up; the plain path keeps {}B of logits and probabilities for its backward\n",
+        a.targets,
+        a.hidden,
+        a.vocab,
+        a.chunk,
+        a.backend,
+        a.reps,
+        compact((2 * a.targets * a.vocab * 4) as f64)
+    );
+    let mut tb =
+        Table::new(["path", "fwd+bwd ms", "loss", "peak RSS after", "pool after"].map(String::from).to_vec());
+    for r in &out {
+        let bytes = |k: &str| r[k].as_f64().map_or("—".into(), |b| format!("{}B", compact(b)));
+        tb.row(vec![
+            r["path"].as_str().unwrap_or("").into(),
+            format!("{:.1}", r["fwd_bwd_ms"].as_f64().unwrap_or(0.0)),
+            format!("{:.6}", r["loss"].as_f64().unwrap_or(0.0)),
+            bytes("peak_rss_bytes_after"),
+            bytes("pool_bytes_after"),
+        ]);
+    }
+    print!("{}", tb.render());
+    Ok(())
 }
 
 /// Times forward and forward+backward of both attention paths on the same random q, k, v and

@@ -216,6 +216,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         #[cfg(feature = "native")]
         None => train::embedded_default(&train::DemoArgs {
             epochs: train::EMBEDDED_EPOCHS,
+            data: None,
             steps: None,
             out: None,
         }),

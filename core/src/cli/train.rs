@@ -552,6 +552,9 @@ pub struct DemoArgs {
     /// Epochs over the sample.
     #[arg(long, default_value_t = EMBEDDED_EPOCHS)]
     pub epochs: usize,
+    /// Train on this file instead of the bundled sample (the held-out split stays the bundled one).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
     /// Stop after this many steps (for a quick look).
     #[arg(long)]
     pub steps: Option<usize>,
@@ -572,7 +575,7 @@ pub fn embedded_default(demo: &DemoArgs) -> anyhow::Result<()> {
     );
     let args = TrainArgs {
         model: "tiny".into(),
-        data: None,
+        data: demo.data.clone(),
         tokenizer: None,
         chat_template: None,
         format: FormatArg(None),

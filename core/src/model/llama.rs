@@ -644,6 +644,16 @@ impl<B: Backend> Llama<B> {
         self.norm.forward(x)
     }
 
+    /// The head as one `[hidden, vocab]` matrix (`head(x) = x · W`), where it has no bias: for
+    /// the fused loss.
+    pub fn head_weight(&self) -> Option<Tensor<B, 2>> {
+        match &self.lm_head {
+            Some(h) if h.bias.is_none() => Some(h.weight.val()),
+            Some(_) => None,
+            None => Some(self.embed_tokens.weight.val().transpose()),
+        }
+    }
+
     /// Language-model head on any hidden states.
     ///
     /// # Shapes

@@ -48,7 +48,48 @@ pub fn weighted_cross_entropy<B: Backend>(
 
 /// [`weighted_cross_entropy`] with each chunk padded (position 0, weight 0) to a multiple of
 /// `pad_to` positions: the same loss and gradients, fewer distinct shapes for JIT backends.
+///
+/// Where the backend has it (native builds: CPU, wgpu, CUDA) and the head has no bias, this is
+/// the fused loss of `longalign-kernels` (`ce.rs`): the backward recomputes each chunk's logits
+/// instead of keeping them all, so memory does not grow with targets × vocab. Elsewhere it is
+/// [`weighted_cross_entropy_plain`]. Tests compare the two.
 pub fn weighted_cross_entropy_padded<B: Backend>(
+    model: &Llama<B>,
+    hidden: Tensor<B, 3>,
+    labels: &[u32],
+    weights: &[f32],
+    chunk: usize,
+    pad_to: usize,
+) -> Tensor<B, 1> {
+    #[cfg(feature = "native")]
+    if let Some(w) = model.head_weight() {
+        let device = hidden.device();
+        let [b, l, d] = hidden.dims();
+        let picked: Vec<usize> = (0..b * l).filter(|&i| weights[i] != 0.0).collect();
+        if picked.is_empty() {
+            return Tensor::zeros([1], &device);
+        }
+        let idx: Vec<i64> = picked.iter().map(|&i| i as i64).collect();
+        let rows = hidden
+            .clone()
+            .reshape([b * l, d])
+            .select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [picked.len()]), &device));
+        let t = longalign_kernels::CeTargets {
+            labels: picked.iter().map(|&i| labels[i]).collect(),
+            weights: picked.iter().map(|&i| weights[i]).collect(),
+            chunk,
+            pad_to,
+        };
+        if let Ok(loss) = longalign_kernels::try_weighted_ce(rows, w, &t) {
+            return loss;
+        }
+    }
+    weighted_cross_entropy_plain(model, hidden, labels, weights, chunk, pad_to)
+}
+
+/// The plain chunked loss in tensor ops: under autodiff every chunk's `[n, vocab]` logits are
+/// kept for the backward. What the fused loss is tested against.
+pub fn weighted_cross_entropy_plain<B: Backend>(
     model: &Llama<B>,
     hidden: Tensor<B, 3>,
     labels: &[u32],
