@@ -73,6 +73,27 @@ fn visible(i: usize, window: Option<usize>) -> (usize, usize) {
     (lo, i + 1)
 }
 
+/// Key blocks `(start, len)` that a tile of `nq` queries starting at `t.off` reads: from its
+/// first query's window start up to its last query.
+#[inline(always)]
+fn key_blocks(t: &Tile, nq: usize, window: Option<usize>) -> impl Iterator<Item = (usize, usize)> {
+    let (lo, _) = visible(t.off, window);
+    let len = t.len;
+    // Block indices, not `step_by` over tokens: a plain range keeps the loop as tight as a `while`.
+    (lo / KEY_BLOCK..(t.off + nq).div_ceil(KEY_BLOCK)).map(move |b| {
+        let jb = b * KEY_BLOCK;
+        (jb, KEY_BLOCK.min(len - jb))
+    })
+}
+
+/// The keys `[a, b)` of the block of `nk` keys at `jb` that query `i` sees, as offsets in the
+/// block; empty (`a >= b`) when it sees none.
+#[inline(always)]
+fn seen(i: usize, jb: usize, nk: usize, window: Option<usize>) -> (usize, usize) {
+    let (lo, hi) = visible(i, window);
+    (lo.max(jb) - jb, hi.min(jb + nk).saturating_sub(jb))
+}
+
 /// `dst[d·KEY_BLOCK + j] = src[(at + j)·hd + d]` for `j < n`; zero past `n`.
 #[inline(always)]
 fn transpose_block(src: &[f32], at: usize, n: usize, hd: usize, dst: &mut [f32]) {
@@ -220,17 +241,11 @@ fn forward_tile<const FMA: bool, const HD: usize>(
     let mut l = [0.0f32; QUERY_BLOCK];
     let mut kt = vec![0.0f32; hd * KEY_BLOCK];
     let mut s = [0.0f32; KEY_BLOCK];
-    // Keys the tile's queries see: from the first query's window start to the last query.
-    let (lo, _) = visible(t.off, window);
-    let hi = t.off + nq;
-    let mut jb = lo - lo % KEY_BLOCK;
-    while jb < hi {
-        let nk = KEY_BLOCK.min(t.len - jb);
+    for (jb, nk) in key_blocks(t, nq, window) {
         transpose_block(k, jb, nk, hd, &mut kt);
         for qi in 0..nq {
             let i = t.off + qi;
-            let (vlo, vhi) = visible(i, window);
-            let (a, b) = (vlo.max(jb) - jb, vhi.min(jb + nk).saturating_sub(jb));
+            let (a, b) = seen(i, jb, nk, window);
             if a >= b {
                 continue;
             }
@@ -251,7 +266,6 @@ fn forward_tile<const FMA: bool, const HD: usize>(
             m[qi] = m_new;
             mix_rows::<FMA, HD>(&mut acc[qi * hd..][..hd], c, &s[a..b], &v[(jb + a) * hd..], hd);
         }
-        jb += KEY_BLOCK;
     }
     let mut lse = vec![0.0f32; nq];
     for qi in 0..nq {
@@ -315,17 +329,12 @@ fn dq_tile<const FMA: bool, const HD: usize>(
     let mut dq = vec![0.0f32; nq * hd];
     let (mut kt, mut vt) = (vec![0.0f32; hd * KEY_BLOCK], vec![0.0f32; hd * KEY_BLOCK]);
     let (mut s, mut dp) = ([0.0f32; KEY_BLOCK], [0.0f32; KEY_BLOCK]);
-    let (lo, _) = visible(t.off, window);
-    let hi = t.off + nq;
-    let mut jb = lo - lo % KEY_BLOCK;
-    while jb < hi {
-        let nk = KEY_BLOCK.min(t.len - jb);
+    for (jb, nk) in key_blocks(t, nq, window) {
         transpose_block(k, jb, nk, hd, &mut kt);
         transpose_block(v, jb, nk, hd, &mut vt);
         for qi in 0..nq {
             let i = t.off + qi;
-            let (vlo, vhi) = visible(i, window);
-            let (a, b) = (vlo.max(jb) - jb, vhi.min(jb + nk).saturating_sub(jb));
+            let (a, b) = seen(i, jb, nk, window);
             if a >= b {
                 continue;
             }
@@ -338,7 +347,6 @@ fn dq_tile<const FMA: bool, const HD: usize>(
             }
             mix_rows::<FMA, HD>(&mut dq[qi * hd..][..hd], 1.0, &s[a..b], &k[(jb + a) * hd..], hd);
         }
-        jb += KEY_BLOCK;
     }
     dq.iter_mut().for_each(|x| *x *= scale);
     dq
@@ -372,8 +380,7 @@ fn dkdv_tile<const FMA: bool, const HD: usize>(
     for hq in t.head * dims.group()..(t.head + 1) * dims.group() {
         let qbase = dims.q_at(t.row, hq, t.start);
         for i in t.off..last {
-            let (vlo, vhi) = visible(i, window);
-            let (a, b) = (vlo.max(t.off) - t.off, vhi.min(t.off + nk).saturating_sub(t.off));
+            let (a, b) = seen(i, t.off, nk, window);
             if a >= b {
                 continue;
             }
