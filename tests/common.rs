@@ -10,7 +10,13 @@ use serde_json::Value;
 
 /// A small, quick dataset in `dir/small.jsonl`: generated examples of 128–300 tokens.
 pub fn small_data(dir: &Path, examples: usize, seed: u64) {
-    let ex = generate(SynthConfig { examples, seed, min_len: 128, max_len: 300 });
+    let ex = generate(SynthConfig {
+        examples,
+        seed,
+        min_len: 128,
+        max_len: 300,
+        mix: longalign::data::synth::MIX,
+    });
     std::fs::write(dir.join("small.jsonl"), to_jsonl(&ex)).unwrap();
 }
 

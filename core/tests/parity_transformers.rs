@@ -30,7 +30,13 @@ fn make_reference(dir: &Path) -> Value {
     std::fs::create_dir_all(&tok).unwrap();
     std::fs::write(tok.join("tokenizer.json"), builtin::tokenizer_json()).unwrap();
     std::fs::write(tok.join("tokenizer_config.json"), builtin::tokenizer_config_json()).unwrap();
-    let data = generate(SynthConfig { examples: 12, seed: 4, min_len: 128, max_len: 200 });
+    let data = generate(SynthConfig {
+        examples: 12,
+        seed: 4,
+        min_len: 128,
+        max_len: 200,
+        mix: longalign::data::synth::MIX,
+    });
     std::fs::write(dir.join("data.jsonl"), to_jsonl(&data)).unwrap();
     let status = Command::new("python3")
         .arg(repo().join("tests/parity/make_tiny_models.py"))

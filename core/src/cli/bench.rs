@@ -346,6 +346,7 @@ fn train(a: &BenchTrainArgs) -> anyhow::Result<()> {
                 seed: 1,
                 min_len: 128,
                 max_len: a.max_tokens as usize,
+                mix: crate::data::synth::MIX,
             };
             std::fs::create_dir_all(&root)?;
             std::fs::write(&p, crate::data::synth::to_jsonl(&crate::data::synth::generate(cfg)))?;

@@ -66,8 +66,13 @@ pub struct SynthCustomArgs {
 
 /// A sample-like dataset with other lengths (e.g. a heavier long tail for benchmarks).
 pub fn synth_custom(a: &SynthCustomArgs) -> anyhow::Result<()> {
-    let cfg =
-        synth::SynthConfig { examples: a.examples, seed: a.seed, min_len: a.min_len, max_len: a.max_len };
+    let cfg = synth::SynthConfig {
+        examples: a.examples,
+        seed: a.seed,
+        min_len: a.min_len,
+        max_len: a.max_len,
+        mix: synth::MIX,
+    };
     let ex = synth::generate(cfg);
     crate::util::write_atomic(&a.out, synth::to_jsonl(&ex).as_bytes())?;
     println!("wrote {} ({} examples)", a.out.display(), ex.len());

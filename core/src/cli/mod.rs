@@ -218,6 +218,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             epochs: train::EMBEDDED_EPOCHS,
             data: None,
             steps: None,
+            lr: None,
             out: None,
         }),
         #[cfg(not(feature = "native"))]

@@ -565,10 +565,10 @@ pub struct Llama<B: Backend> {
     pub sliding_window: Option<usize>,
 }
 
-fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, device: &B::Device) -> Linear<B> {
-    // transformers' Llama init: N(0, 0.02) weights, zero biases.
+fn linear<B: Backend>(d_in: usize, d_out: usize, bias: bool, std: f64, device: &B::Device) -> Linear<B> {
+    // transformers' Llama init: N(0, initializer_range) weights, zero biases.
     Linear {
-        weight: Param::from_tensor(Tensor::random([d_in, d_out], Distribution::Normal(0.0, 0.02), device)),
+        weight: Param::from_tensor(Tensor::random([d_in, d_out], Distribution::Normal(0.0, std), device)),
         bias: bias.then(|| Param::from_tensor(Tensor::zeros([d_out], device))),
     }
 }
@@ -580,24 +580,24 @@ fn norm<B: Backend>(d: usize, eps: f64, device: &B::Device) -> RmsNorm<B> {
 impl<B: Backend> Llama<B> {
     /// A freshly initialised model (for the presets; pretrained weights come from `load`).
     pub fn init(cfg: &LlamaConfig, device: &B::Device) -> Self {
-        let (d, hd) = (cfg.hidden_size, cfg.head_dim);
+        let (d, hd, std) = (cfg.hidden_size, cfg.head_dim, cfg.initializer_range);
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| Block {
                 input_layernorm: norm(d, cfg.rms_norm_eps, device),
                 self_attn: Attention {
-                    q_proj: linear(d, cfg.num_attention_heads * hd, cfg.qkv_bias, device),
-                    k_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, device),
-                    v_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, device),
-                    o_proj: linear(cfg.num_attention_heads * hd, d, cfg.o_bias, device),
+                    q_proj: linear(d, cfg.num_attention_heads * hd, cfg.qkv_bias, std, device),
+                    k_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, std, device),
+                    v_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, std, device),
+                    o_proj: linear(cfg.num_attention_heads * hd, d, cfg.o_bias, std, device),
                     n_heads: cfg.num_attention_heads,
                     n_kv_heads: cfg.num_key_value_heads,
                     head_dim: hd,
                 },
                 post_attention_layernorm: norm(d, cfg.rms_norm_eps, device),
                 mlp: Mlp {
-                    gate_proj: linear(d, cfg.intermediate_size, false, device),
-                    up_proj: linear(d, cfg.intermediate_size, false, device),
-                    down_proj: linear(cfg.intermediate_size, d, false, device),
+                    gate_proj: linear(d, cfg.intermediate_size, false, std, device),
+                    up_proj: linear(d, cfg.intermediate_size, false, std, device),
+                    down_proj: linear(cfg.intermediate_size, d, false, std, device),
                 },
             })
             .collect();
@@ -605,13 +605,13 @@ impl<B: Backend> Llama<B> {
             embed_tokens: Embedding {
                 weight: Param::from_tensor(Tensor::random(
                     [cfg.vocab_size, d],
-                    Distribution::Normal(0.0, 0.02),
+                    Distribution::Normal(0.0, std),
                     device,
                 )),
             },
             layers,
             norm: norm(d, cfg.rms_norm_eps, device),
-            lm_head: (!cfg.tie_word_embeddings).then(|| linear(d, cfg.vocab_size, false, device)),
+            lm_head: (!cfg.tie_word_embeddings).then(|| linear(d, cfg.vocab_size, false, std, device)),
             sliding_window: cfg.sliding_window,
         }
     }
