@@ -4,9 +4,11 @@
 //! (`kernels/gpu-check.sh`) — and the host kernel on the CPU backend; the reference runs on the
 //! CPU backend, from the same numbers.
 
+mod common;
 use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{FloatDType, Tensor, TensorData};
+use common::{host, values};
 use longalign_kernels::{
     VarlenBackend, VarlenLayout, reference_attention, try_varlen_attention, varlen_attention,
 };
@@ -19,22 +21,8 @@ type GpuDevice = burn::tensor::Device<Gpu>;
 type Cpu = Autodiff<Flex>;
 
 /// Deterministic values in [-1, 1) (no rand dependency).
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn tensor<B: Backend>(v: &[f32], shape: [usize; 4], device: &B::Device) -> Tensor<B, 4> {
     Tensor::from_data(TensorData::new(v.to_vec(), shape), device)
-}
-
-fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().unwrap()
 }
 
 /// max |a − b| / max(1e-6, max |b|): error relative to the tensor's scale.

@@ -17,7 +17,7 @@ use crate::train::{self, TrainConfig, teacher_forced};
 pub struct TrainArgs {
     /// A preset (`tiny` = the embedded default; `small`, `medium` = wider, random-init shapes for
     /// benchmarks) or a Hugging Face model directory.
-    #[arg(long, default_value = "tiny")]
+    #[arg(long, visible_alias = "preset", default_value = "tiny")]
     pub model: String,
     /// Training data (.jsonl/.json); the embedded sample when absent.
     #[arg(long)]

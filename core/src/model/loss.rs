@@ -65,7 +65,7 @@ pub fn weighted_cross_entropy_padded<B: Backend>(
     if let Some(w) = model.head_weight() {
         let device = hidden.device();
         let [b, l, d] = hidden.dims();
-        let picked: Vec<usize> = (0..b * l).filter(|&i| weights[i] != 0.0).collect();
+        let picked = weighted_positions(weights, b * l);
         if picked.is_empty() {
             return Tensor::zeros([1], &device);
         }
@@ -87,6 +87,12 @@ pub fn weighted_cross_entropy_padded<B: Backend>(
     weighted_cross_entropy_plain(model, hidden, labels, weights, chunk, pad_to)
 }
 
+/// Positions (of the flattened `[rows × row_len]` grid) with a non-zero loss weight: the only
+/// ones whose logits either loss path computes.
+fn weighted_positions(weights: &[f32], n: usize) -> Vec<usize> {
+    (0..n).filter(|&i| weights[i] != 0.0).collect()
+}
+
 /// The plain chunked loss in tensor ops: under autodiff every chunk's `[n, vocab]` logits are
 /// kept for the backward. What the fused loss is tested against.
 pub fn weighted_cross_entropy_plain<B: Backend>(
@@ -100,7 +106,7 @@ pub fn weighted_cross_entropy_plain<B: Backend>(
     let device = hidden.device();
     let [b, l, d] = hidden.dims();
     let hidden = hidden.reshape([b * l, d]);
-    let picked: Vec<usize> = (0..b * l).filter(|&i| weights[i] != 0.0).collect();
+    let picked = weighted_positions(weights, b * l);
     let mut total = Tensor::<B, 1>::zeros([1], &device);
     for part in picked.chunks(chunk.max(1)) {
         let n = part.len().div_ceil(pad_to.max(1)) * pad_to.max(1);

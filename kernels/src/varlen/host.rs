@@ -306,20 +306,23 @@ fn forward_on(
     (out, lse)
 }
 
+/// What every backward tile reads: the forward's inputs and saved row log-sum-exp, the output
+/// gradient and its row term `delta` (all laid out as in [`forward`]).
+struct BackwardInputs<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    dout: &'a [f32],
+    lse: &'a [f32],
+    delta: &'a [f32],
+    dims: Dims,
+    window: Option<usize>,
+}
+
 /// `dq` for one tile of queries.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dq_tile<const FMA: bool, const HD: usize>(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dout: &[f32],
-    lse: &[f32],
-    delta: &[f32],
-    dims: &Dims,
-    window: Option<usize>,
-    t: &Tile,
-) -> Vec<f32> {
+fn dq_tile<const FMA: bool, const HD: usize>(g: &BackwardInputs, t: &Tile) -> Vec<f32> {
+    let BackwardInputs { q, k, v, dout, lse, delta, ref dims, window } = *g;
     let hd = dims.hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let nq = QUERY_BLOCK.min(t.len - t.off);
@@ -354,18 +357,8 @@ fn dq_tile<const FMA: bool, const HD: usize>(
 
 /// `dk`, `dv` for one tile of keys of one KV head: sums over every query head of its group.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dkdv_tile<const FMA: bool, const HD: usize>(
-    q: &[f32],
-    k: &[f32],
-    v: &[f32],
-    dout: &[f32],
-    lse: &[f32],
-    delta: &[f32],
-    dims: &Dims,
-    window: Option<usize>,
-    t: &Tile,
-) -> (Vec<f32>, Vec<f32>) {
+fn dkdv_tile<const FMA: bool, const HD: usize>(g: &BackwardInputs, t: &Tile) -> (Vec<f32>, Vec<f32>) {
+    let BackwardInputs { q, k, v, dout, lse, delta, ref dims, window } = *g;
     let hd = dims.hd;
     let scale = 1.0 / (hd as f32).sqrt();
     let nk = KEY_BLOCK.min(t.len - t.off);
@@ -441,16 +434,11 @@ fn backward_on(
         .zip(dout.par_chunks(hd))
         .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
         .collect();
-    let delta = &delta;
-    let w = layout.window;
+    let g = &BackwardInputs { q, k, v, dout, lse, delta: &delta, dims, window: layout.window };
     let qwork = tiles(layout, dims.heads, QUERY_BLOCK);
-    let dqs: Vec<_> = qwork
-        .par_iter()
-        .map(|t| simd!(fast, dims.hd, dq_tile(q, k, v, dout, lse, delta, &dims, w, t)))
-        .collect();
+    let dqs: Vec<_> = qwork.par_iter().map(|t| simd!(fast, dims.hd, dq_tile(g, t))).collect();
     let kwork = tiles(layout, dims.kv_heads, KEY_BLOCK);
-    let dkvs: Vec<_> =
-        kwork.par_iter().map(|t| simd!(fast, 0, dkdv_tile(q, k, v, dout, lse, delta, &dims, w, t))).collect();
+    let dkvs: Vec<_> = kwork.par_iter().map(|t| simd!(fast, 0, dkdv_tile(g, t))).collect();
     let mut dq = vec![0.0f32; q.len()];
     for (t, g) in qwork.iter().zip(dqs) {
         let at = dims.q_at(t.row, t.head, t.start + t.off);
