@@ -269,10 +269,11 @@ impl LlamaConfig {
 
     /// The tiny preset of the embedded default: ~0.9M parameters over the built-in byte tokenizer.
     pub fn tiny() -> Self {
+        let hidden_size = 128;
         Self {
             architecture: Architecture::LlamaForCausalLM,
             vocab_size: crate::data::builtin::VOCAB_SIZE,
-            hidden_size: 128,
+            hidden_size,
             intermediate_size: 352,
             num_hidden_layers: 4,
             num_attention_heads: 4,
@@ -294,7 +295,7 @@ impl LlamaConfig {
             // with σ = 1/√128 ≈ 0.088 it left it by step 200 and copied 32% of letters by step
             // 1,000. In-context copying is what retrieval needs, and 0.02 is too small a start for
             // a 128-wide model to find it within the embedded default's budget.
-            initializer_range: 1.0 / (128f64).sqrt(),
+            initializer_range: 1.0 / (hidden_size as f64).sqrt(),
         }
     }
 

@@ -707,6 +707,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn fresh_weights_have_the_configs_initializer_range() {
+        // The tiny preset's σ = 1/√128; a config from HF (0.02 by default) keeps its own.
+        for std in [LlamaConfig::tiny().initializer_range, 0.02] {
+            let cfg = LlamaConfig { initializer_range: std, ..LlamaConfig::tiny() };
+            let m = Llama::<burn::backend::Flex>::init(&cfg, &Default::default());
+            let w: Vec<f32> = m.layers[0].mlp.up_proj.weight.val().into_data().to_vec().unwrap();
+            let n = w.len() as f64; // 128 × 352 draws
+            let mean = w.iter().map(|&x| x as f64).sum::<f64>() / n;
+            let sd = (w.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+            assert!((sd / std - 1.0).abs() < 0.02, "σ {sd} for {std}");
+        }
+        assert!((LlamaConfig::tiny().initializer_range - 0.0884).abs() < 1e-4);
+    }
+
+    #[test]
     fn positions_segments_and_mask_of_a_packed_row() {
         let rows = PackedRows { tokens: vec![0; 7], cu_seqlens: vec![vec![0, 3, 5, 6]], rows: 1, row_len: 7 };
         assert_eq!(rows.positions(), vec![0, 1, 2, 0, 1, 0, 0]);
