@@ -17,12 +17,16 @@
 //! (the recomputed logits). It is built from the backend's own tensor operations, so it runs on
 //! every backend (CPU, wgpu, CUDA); on wgpu and CUDA Burn's fusion fuses the element-wise part.
 //! [`reference_weighted_ce`] is the plain autodiff version it is tested against.
+//!
+//! With half-precision `h` and `W` (mixed-precision training) the matmuls run in that precision,
+//! and the logits, the softmax and the sum of `dW` over chunks are f32. transformers likewise
+//! upcasts the logits before the loss.
 
 use std::sync::Arc;
 
 use burn::tensor::activation::{log_softmax, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -78,7 +82,7 @@ fn chunk_rows<B: Backend>(h: &Tensor<B, 2>, (s, n, m): (usize, usize, usize)) ->
         return rows;
     }
     let d = h.dims()[1];
-    Tensor::cat(vec![rows, Tensor::zeros([m - n, d], &h.device())], 0)
+    Tensor::cat(vec![rows, Tensor::zeros([m - n, d], (&h.device(), h.dtype()))], 0)
 }
 
 /// The loss value, chunk by chunk, on any backend (no gradient bookkeeping of its own).
@@ -87,7 +91,8 @@ fn forward<B: Backend>(h: &Tensor<B, 2>, w: &Tensor<B, 2>, t: &CeTargets) -> Ten
     let mut total = Tensor::<B, 1>::zeros([1], &device);
     for c in t.chunks() {
         let (lab, wt) = t.chunk_data::<B>(c, &device);
-        let logp = log_softmax(chunk_rows(h, c).matmul(w.clone()), 1); // [m, V]
+        let logits = chunk_rows(h, c).matmul(w.clone()).cast(DType::F32); // [m, V]
+        let logp = log_softmax(logits, 1);
         total = total - (logp.gather(1, lab) * wt).sum();
     }
     total
@@ -101,20 +106,22 @@ fn backward<B: Backend>(
     g: Tensor<B, 1>,
 ) -> [Tensor<B, 2>; 2] {
     let device = h.device();
-    let g = g.reshape([1, 1]);
+    let dtype = h.dtype();
+    let g = g.cast(DType::F32).reshape([1, 1]);
     let mut dh = Vec::new();
-    let mut dw = Tensor::<B, 2>::zeros(w.dims(), &device);
+    // Summed over chunks in f32 even when h and W are half precision.
+    let mut dw = Tensor::<B, 2>::zeros(w.dims(), (&device, DType::F32));
     for c in t.chunks() {
         let (lab, wt) = t.chunk_data::<B>(c, &device);
         let hc = chunk_rows(h, c); // [m, d]
         let scale = wt * g.clone(); // [m, 1]: g · w_t
-        let p = softmax(hc.clone().matmul(w.clone()), 1); // [m, V]
-        let dlogits = (p * scale.clone()).scatter(1, lab, scale.neg(), IndexingUpdateOp::Add);
+        let p = softmax(hc.clone().matmul(w.clone()).cast(DType::F32), 1); // [m, V]
+        let dlogits = (p * scale.clone()).scatter(1, lab, scale.neg(), IndexingUpdateOp::Add).cast(dtype);
         dh.push(dlogits.clone().matmul(w.clone().transpose()).narrow(0, 0, c.1)); // [n, d]
-        dw = dw + hc.transpose().matmul(dlogits); // [d, V]
+        dw = dw + hc.transpose().matmul(dlogits).cast(DType::F32); // [d, V]
     }
-    let dh = if dh.is_empty() { Tensor::zeros(h.dims(), &device) } else { Tensor::cat(dh, 0) };
-    [dh, dw]
+    let dh = if dh.is_empty() { Tensor::zeros(h.dims(), (&device, dtype)) } else { Tensor::cat(dh, 0) };
+    [dh, dw.cast(w.dtype())]
 }
 
 /// The plain version: the same chunks under Burn's autodiff, which keeps every chunk's logits for

@@ -5,7 +5,7 @@
 mod common;
 use burn::backend::{Autodiff, Flex, Wgpu};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{DType, Tensor, TensorData};
 use common::{host, values};
 use longalign_kernels::{CeTargets, WeightedCeBackend, reference_weighted_ce, try_weighted_ce, weighted_ce};
 
@@ -32,18 +32,29 @@ fn run<K: AutodiffBackend + WeightedCeBackend>(
     t: &CeTargets,
     dev: &K::Device,
 ) -> [Vec<f32>; 3] {
+    run_in::<K>(DType::F32, fused, dims, t, dev)
+}
+
+/// [`run`] computing in `dtype`: f32 leaves cast to it, as mixed-precision training does; the
+/// gradients arrive at the leaves in f32.
+fn run_in<K: AutodiffBackend + WeightedCeBackend>(
+    dtype: DType,
+    fused: bool,
+    dims: (usize, usize, usize),
+    t: &CeTargets,
+    dev: &K::Device,
+) -> [Vec<f32>; 3] {
     let (n, d, v) = dims;
     let h = Tensor::<K, 2>::from_data(TensorData::new(values(n * d, 1), [n, d]), dev).require_grad();
     let w = Tensor::<K, 2>::from_data(TensorData::new(values(d * v, 2), [d, v]), dev).require_grad();
+    let (hc, wc) = (h.clone().cast(dtype), w.clone().cast(dtype));
     // Scale the loss by 3 so the upstream gradient is not 1.
-    let loss = if fused {
-        weighted_ce(h.clone(), w.clone(), t)
-    } else {
-        reference_weighted_ce(h.clone(), w.clone(), t)
-    }
-    .mul_scalar(3.0);
+    let loss = if fused { weighted_ce(hc, wc, t) } else { reference_weighted_ce(hc, wc, t) }.mul_scalar(3.0);
+    assert_eq!(loss.dtype(), DType::F32, "the loss is summed in f32");
     let grads = loss.backward();
-    [host(loss), host(h.grad(&grads).unwrap()), host(w.grad(&grads).unwrap())]
+    let (dh, dw) = (h.grad(&grads).unwrap(), w.grad(&grads).unwrap());
+    assert_eq!((dh.dtype(), dw.dtype()), (DType::F32, DType::F32));
+    [host(loss), host(dh), host(dw)]
 }
 
 fn check<K: AutodiffBackend + WeightedCeBackend>(dev: &K::Device) {
@@ -80,6 +91,35 @@ fn fused_ce_matches_the_plain_loss_on_wgpu() {
 #[test]
 fn fused_ce_matches_the_plain_loss_on_cuda() {
     check::<Autodiff<burn::backend::Cuda>>(&Default::default());
+}
+
+/// Half-precision inputs (mixed-precision training): the fused loss against the plain one in the
+/// same precision, and both against f32 within the format's rounding.
+fn check_half<K: AutodiffBackend + WeightedCeBackend>(dev: &K::Device) {
+    for (dtype, tol) in [(DType::BF16, 2e-2), (DType::F16, 3e-3)] {
+        for (dims, chunk, pad) in [((37, 16, 50), 16, 8), ((5, 24, 300), 64, 4)] {
+            let t = targets(dims.0, dims.2, chunk, pad);
+            let got = run_in::<K>(dtype, true, dims, &t, dev);
+            let want = run_in::<K>(dtype, false, dims, &t, dev);
+            let exact = run_in::<K>(DType::F32, false, dims, &t, dev);
+            for (k, name) in ["loss", "dh", "dW"].iter().enumerate() {
+                let (e, e32) = (rel_err(&got[k], &want[k]), rel_err(&got[k], &exact[k]));
+                assert!(e <= tol && e32 <= tol, "{dtype:?} {name} {dims:?}: {e:e} vs plain, {e32:e} vs f32");
+            }
+        }
+    }
+}
+
+#[test]
+fn fused_ce_in_half_precision_on_cpu() {
+    check_half::<Autodiff<Flex>>(&Default::default());
+}
+
+/// bf16 and f16 on CUDA with `--features cuda` (`gpu-check.sh`).
+#[cfg(feature = "cuda")]
+#[test]
+fn fused_ce_in_half_precision_on_cuda() {
+    check_half::<Autodiff<burn::backend::Cuda>>(&Default::default());
 }
 
 #[test]

@@ -91,6 +91,11 @@ pub struct TrainArgs {
     /// (dense block-diagonal mask: the slow oracle).
     #[arg(long, default_value = "auto")]
     pub attention: crate::model::AttentionMode,
+    /// Compute precision: f32, or bf16 / f16 mixed precision (weights, gradients and AdamW state
+    /// stay f32; matmuls and activations in half precision; norms, softmax and the loss in f32).
+    /// bf16 on cpu and cuda; wgpu has f16 where the adapter has shader-f16.
+    #[arg(long, default_value = "f32")]
+    pub precision: crate::model::Precision,
     /// No progress bar or summary.
     #[arg(long)]
     pub quiet: bool,
@@ -333,6 +338,7 @@ impl TrainArgs {
             activation_checkpointing: self.activation_checkpointing,
             seq_bucket: self.seq_bucket.or(if self.backend == "cpu" { None } else { Some(64) }),
             attention: self.attention,
+            precision: self.precision,
         }
     }
 }
@@ -605,6 +611,7 @@ pub fn embedded_default(demo: &DemoArgs) -> anyhow::Result<()> {
         activation_checkpointing: false,
         seq_bucket: None,
         attention: Default::default(),
+        precision: Default::default(),
         quiet: false,
         summary_json: None,
         dist: DistArgs::default(),

@@ -11,12 +11,14 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Bool, DType, Distribution, Int, Tensor, TensorData};
 
 use super::config::LlamaConfig;
 use super::rope;
 
-/// Root-mean-square layer norm: `x / sqrt(mean(x²) + eps) · weight`, computed in f32.
+/// Root-mean-square layer norm: `x / sqrt(mean(x²) + eps) · weight`. The statistics are taken
+/// in f32 whatever the compute precision; the result goes back to `x`'s dtype before the weight,
+/// as in transformers' `LlamaRMSNorm`.
 #[derive(Module, Debug)]
 pub struct RmsNorm<B: Backend> {
     pub weight: Param<Tensor<B, 1>>,
@@ -27,8 +29,10 @@ impl<B: Backend> RmsNorm<B> {
     /// # Shapes
     /// - x: `[batch, seq, hidden]` → same
     pub fn forward(&self, x: Tensor<B, 3>) -> Tensor<B, 3> {
+        let dtype = x.dtype();
+        let x = x.cast(DType::F32);
         let rms = (x.clone().square().mean_dim(2) + self.eps).sqrt(); // [b, l, 1]
-        (x / rms) * self.weight.val().unsqueeze::<3>()
+        (x / rms).cast(dtype) * self.weight.val().unsqueeze::<3>()
     }
 }
 
@@ -142,6 +146,7 @@ impl<B: Backend> Rotary<B> {
     }
 
     /// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the two halves of head_dim.
+    /// The tables are computed in f32 and used in `x`'s dtype (as transformers does).
     ///
     /// # Shapes
     /// - x: `[batch, heads, seq, head_dim]` → same
@@ -150,7 +155,8 @@ impl<B: Backend> Rotary<B> {
         let x1 = x.clone().narrow(3, 0, d / 2);
         let x2 = x.clone().narrow(3, d / 2, d / 2);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        x * self.cos.clone() + rotated * self.sin.clone()
+        let dtype = x.dtype();
+        x * self.cos.clone().cast(dtype) + rotated * self.sin.clone().cast(dtype)
     }
 }
 
@@ -296,7 +302,7 @@ impl<B: Backend> AttnContext<B> {
     }
 }
 
-/// Softmax attention of one block: `softmax(q·kᵀ/√d + mask)·v`.
+/// Softmax attention of one block: `softmax(q·kᵀ/√d + mask)·v`, the softmax in f32.
 ///
 /// # Shapes
 /// - q, k, v: `[b, heads, n, head_dim]`; mask `[b or 1, 1, n, n]` → `[b, heads, n, head_dim]`
@@ -309,7 +315,8 @@ fn attend<B: Backend>(
     let [b, h, n, hd] = q.dims();
     let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [b, h, n, n]
     let scores = scores.mask_fill(mask.expand([b, h, n, n]), f32::NEG_INFINITY);
-    softmax(scores, 3).matmul(v)
+    let dtype = v.dtype();
+    softmax(scores.cast(DType::F32), 3).cast(dtype).matmul(v)
 }
 
 /// Keys and values of the tokens a sequence has seen so far, for one layer: preallocated to the
@@ -451,7 +458,8 @@ impl<B: Backend> Attention<B> {
                                 return t;
                             }
                             // Zero keys/values/queries after the sequence: causally invisible.
-                            Tensor::cat(vec![t, Tensor::zeros([1, h, nb - n, hd], &qr.device())], 2)
+                            let pad = Tensor::zeros([1, h, nb - n, hd], (&qr.device(), qr.dtype()));
+                            Tensor::cat(vec![t, pad], 2)
                         };
                         let out = attend(part(&qr), part(&kr), part(&vr), masks[&nb].clone()); // [1, h, nb, hd]
                         parts.push(if nb == n { out } else { out.narrow(2, 0, n) });
@@ -459,7 +467,7 @@ impl<B: Backend> Attention<B> {
                     // Padding attends to nothing; its outputs carry no loss.
                     let used: usize = segs.iter().map(|s| s.1).sum();
                     if used < *row_len {
-                        parts.push(Tensor::zeros([1, h, row_len - used, hd], &qr.device()));
+                        parts.push(Tensor::zeros([1, h, row_len - used, hd], (&qr.device(), qr.dtype())));
                     }
                     rows.push(Tensor::cat(parts, 2));
                 }
@@ -498,7 +506,7 @@ impl<B: Backend> Attention<B> {
             Some(m) => scores.mask_fill(m.clone().expand([1, h, n, t]), f32::NEG_INFINITY),
             None => scores,
         };
-        let out = softmax(scores, 3).matmul(v); // [1, h, n, hd]
+        let out = softmax(scores.cast(DType::F32), 3).cast(v.dtype()).matmul(v); // [1, h, n, hd]
         self.o_proj.forward(out.swap_dims(1, 2).reshape([1, n, h * hd]))
     }
 }

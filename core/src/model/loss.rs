@@ -8,7 +8,7 @@
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Int, Tensor, TensorData};
 
 use super::llama::Llama;
 
@@ -116,7 +116,8 @@ pub fn weighted_cross_entropy_plain<B: Backend>(
         let w: Vec<f32> = (0..n).map(|k| at(k).map_or(0.0, |i| weights[i])).collect();
         let rows =
             hidden.clone().select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), &device));
-        let logp = log_softmax(model.head(rows), 1); // [n, vocab]
+        // Logits in f32 before the log-softmax, whatever the compute precision (as transformers).
+        let logp = log_softmax(model.head(rows).cast(DType::F32), 1); // [n, vocab]
         let lab = Tensor::<B, 2, Int>::from_data(TensorData::new(lab, [n, 1]), &device);
         let nll = logp.gather(1, lab).reshape([n]).neg(); // [n]
         let w = Tensor::<B, 1>::from_data(TensorData::new(w, [n]), &device);

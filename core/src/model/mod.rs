@@ -7,7 +7,9 @@ pub mod llama;
 #[cfg(feature = "native")]
 pub mod load;
 pub mod loss;
+pub mod precision;
 pub mod rope;
 
 pub use config::{Architecture, LlamaConfig, RopeScaling};
 pub use llama::{AttentionMode, KvCache, Llama, PackedRows};
+pub use precision::Precision;

@@ -55,6 +55,9 @@ pub struct TrainConfig {
     /// Attention implementation (`auto`: the varlen kernel, on the CPU, wgpu and CUDA backends).
     #[serde(default)]
     pub attention: crate::model::AttentionMode,
+    /// Compute format (`bf16`, `f16`: mixed precision with f32 master weights and optimizer).
+    #[serde(default)]
+    pub precision: crate::model::Precision,
 }
 
 impl TrainConfig {
@@ -83,6 +86,7 @@ impl TrainConfig {
             activation_checkpointing: false,
             seq_bucket: None,
             attention: Default::default(),
+            precision: Default::default(),
         }
     }
 

@@ -130,10 +130,9 @@ mod tests {
     /// The device-side clip (the WebGPU path) against the host-side reference.
     #[test]
     fn deferred_clip_matches_the_reference() {
-        let cfg = crate::train::TrainConfig {
-            plan: crate::batch::PlanConfig { max_tokens: Some(256), ..Default::default() },
-            ..crate::train::TrainConfig::embedded_default()
-        };
+        // Rows of 2,048 tokens: at 256 the first step's only sequence loses its answer to
+        // truncation, and every norm would be 0.
+        let cfg = crate::train::TrainConfig::embedded_default();
         let device = Default::default();
         let (mcfg, model) = crate::train::init_preset::<CpuBackend>(&cfg, &device).unwrap();
         let tok = crate::train::run_tokenizer(&cfg).unwrap();
@@ -155,6 +154,7 @@ mod tests {
         };
         let grads = grads_of();
         let norm = global_norm::<CpuBackend, _>(&model, &grads);
+        assert!(norm > 0.0, "the first step has targets");
         let t = global_norm_tensor::<CpuBackend, _>(&model, &grads).into_scalar().to_f64();
         assert!((norm - t).abs() <= 1e-5 * norm, "{norm} vs {t}");
         for max in [norm / 3.0, norm * 2.0] {

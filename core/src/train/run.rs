@@ -133,6 +133,18 @@ pub fn train_on<B: AutodiffBackend>(
             cfg.backend
         );
     }
+    if let Some(d) = launch.devices.iter().find(|d| !cfg.precision.supported::<B>(d)) {
+        bail!(
+            "--precision {} is not supported by backend {:?} on device {d:?}: use --precision f32{}",
+            cfg.precision,
+            cfg.backend,
+            if cfg.backend == "wgpu" {
+                " (WGSL has no bf16; f16 needs an adapter with shader-f16)"
+            } else {
+                ""
+            }
+        );
+    }
     if cfg.plan.devices != launch.world() {
         bail!(
             "the plan is for {} devices but this launch has {} ({} nodes × {} devices)",
@@ -339,7 +351,8 @@ fn run_rank<B: AutodiffBackend>(
     };
     let t0 = Instant::now();
     let (mut first_loss, mut last_loss, mut useful_all, mut padded_all) = (f64::NAN, f64::NAN, 0u64, 0u64);
-    let opts = one_step::LossOptions::new(cfg.loss_chunk, cfg.seq_bucket, cfg.attention);
+    let opts = one_step::LossOptions::new(cfg.loss_chunk, cfg.seq_bucket, cfg.attention)
+        .with_precision(cfg.precision);
 
     for s in run.start..run.total {
         let step = &run.plan.steps[s];

@@ -198,6 +198,7 @@ impl<B: AutodiffBackend> Session<B> {
 
     fn loss_options(&self) -> step::LossOptions {
         step::LossOptions::new(self.cfg.loss_chunk, self.cfg.seq_bucket, self.cfg.attention)
+            .with_precision(self.cfg.precision)
     }
 
     fn lr(&self, s: usize) -> f64 {

@@ -11,7 +11,7 @@ use super::{batch, grads};
 use crate::batch::MicroBatch;
 use crate::data::Tokenized;
 use crate::model::loss::weighted_cross_entropy_padded;
-use crate::model::{AttentionMode, Llama, LlamaConfig};
+use crate::model::{AttentionMode, Llama, LlamaConfig, Precision};
 
 /// How a step computes its loss.
 #[derive(Debug, Clone, Copy)]
@@ -21,13 +21,20 @@ pub struct LossOptions {
     pub chunk: usize,
     /// Pad sequences (and loss chunks) to a multiple of this (1 = none).
     pub bucket: usize,
+    /// Compute format of the forward and backward; weights, gradients and optimizer stay f32.
+    pub precision: Precision,
 }
 
 impl LossOptions {
     /// `seq_bucket` as the trainers take it (`None` or 1: no padding); `attention` as asked
     /// (resolved per backend at each step: [`AttentionMode::resolve`]).
     pub fn new(chunk: usize, seq_bucket: Option<usize>, attention: AttentionMode) -> Self {
-        Self { attention, chunk, bucket: seq_bucket.unwrap_or(1).max(1) }
+        Self { attention, chunk, bucket: seq_bucket.unwrap_or(1).max(1), precision: Precision::F32 }
+    }
+
+    /// The same options computing in `precision` (see [`crate::model::precision`]).
+    pub fn with_precision(self, precision: Precision) -> Self {
+        Self { precision, ..self }
     }
 }
 
@@ -66,9 +73,13 @@ pub fn gradients_deferred<'a, B: AutodiffBackend>(
         if input.weights.iter().all(|&w| w == 0.0) {
             continue;
         }
-        let hidden = model.hidden_with(mcfg, &input.rows, opts.attention.resolve::<B>(opts.bucket), device);
+        // The forward runs on this view; its gradients land on `model`'s (f32) parameters. One
+        // view per micro-batch: each backward consumes the graph it walks, the casts included.
+        let compute = model.for_compute(opts.precision);
+        let mode = opts.attention.resolve::<B>(opts.bucket);
+        let hidden = compute.hidden_with(mcfg, &input.rows, mode, device);
         let l = weighted_cross_entropy_padded(
-            model,
+            &compute,
             hidden,
             &input.labels,
             &input.weights,
