@@ -118,8 +118,9 @@ fn cdp(
 }
 
 /// Headless Chromium on `url`. Returns the browser (killed on drop), its profile folder and its
-/// DevTools port.
-fn chromium(url: &str) -> (Browser, tempfile::TempDir, u16) {
+/// DevTools port. With `webgpu`, the page gets a WebGPU adapter (Dawn on SwiftShader: a CPU
+/// implementation of the real browser API).
+fn chromium(url: &str, webgpu: bool) -> (Browser, tempfile::TempDir, u16) {
     let profile = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("chromium");
     cmd.args([
@@ -131,6 +132,9 @@ fn chromium(url: &str) -> (Browser, tempfile::TempDir, u16) {
         "--window-size=1400,900",
         "--remote-debugging-port=0",
     ]);
+    if webgpu {
+        cmd.arg("--enable-unsafe-webgpu");
+    }
     let browser = Browser(
         cmd.arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(url)
@@ -190,7 +194,7 @@ fn web_build_runs_in_headless_chromium_without_console_errors() {
     assert!(out.status.success(), "web/build.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let port = serve(repo().join("web/dist"));
 
-    let (_browser, _profile, devtools) = chromium(&format!("http://127.0.0.1:{port}/index.html"));
+    let (_browser, _profile, devtools) = chromium(&format!("http://127.0.0.1:{port}/index.html"), false);
     // Wait until the app has drawn (web/index.html's title changes after three frames).
     let (title, ws_url) = page_titled(devtools, "LongAlign-rs ready", 90);
 
@@ -263,5 +267,22 @@ fn web_build_runs_in_headless_chromium_without_console_errors() {
             base64::engine::general_purpose::STANDARD.decode(shot["data"].as_str().unwrap()).unwrap(),
         )
         .unwrap();
+    }
+    drop(ws);
+
+    // Training on WebGPU: `?backend=webgpu` in a browser with an adapter. The page's first two
+    // losses are the native CPU session's (a fresh model depends on the seed only, not on the
+    // backend), to within f32 rounding across two implementations.
+    let (_gpu_browser, _gpu_profile, devtools) =
+        chromium(&format!("http://127.0.0.1:{port}/index.html?train=2&backend=webgpu"), true);
+    let (title, ws_url) = page_titled(devtools, "LongAlign-rs trained", 600);
+    assert!(title.contains(" on webgpu "), "{title}");
+    let (mut ws, _) = tungstenite::connect(ws_url.as_str()).unwrap();
+    no_errors(&mut ws, "training on webgpu");
+    let page = losses(&title);
+    assert_eq!(page.len(), 2, "{title}");
+    eprintln!("losses: webgpu page {page:?}, native cpu {native:?}");
+    for (p, n) in page.iter().zip(&native) {
+        assert!((p - n).abs() <= 1e-3 * n.abs(), "webgpu page {page:?} vs native cpu {native:?}");
     }
 }

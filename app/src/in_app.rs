@@ -216,10 +216,11 @@ pub async fn webgpu_adapter() -> bool {
 
 /// The one-line status, as tests and the page title read it.
 pub fn status(t: &InApp) -> String {
-    let total = t.session.as_ref().map_or(0, |s| s.total());
+    // `total` is set when a session starts (a WebGPU session is inside its step future).
+    let total = t.total;
     let state = if t.running {
         "training"
-    } else if t.session.is_some() {
+    } else if t.finished || t.session.is_some() {
         "done"
     } else {
         "idle"

@@ -134,12 +134,17 @@ fn main() {
             state.in_app.steps = n.max(1);
             longalign_app::in_app::start(&mut state);
         }
+        let mut options = eframe::WebOptions::default();
+        if state.in_app.webgpu {
+            // Burn computes on WebGPU; the canvas draws with WebGL. One WebGPU swap chain less
+            // (headless Chromium cannot create it, and losing it destroyed every WebGPU device
+            // of the page, Burn's included).
+            let mut setup = eframe::egui_wgpu::WgpuSetupCreateNew::without_display_handle();
+            setup.instance_descriptor.backends = eframe::wgpu::Backends::GL;
+            options.wgpu_options.wgpu_setup = setup.into();
+        }
         let started = eframe::WebRunner::new()
-            .start(
-                canvas,
-                eframe::WebOptions::default(),
-                Box::new(|_cc| Ok(Box::new(longalign_app::NativeApp::new(state, None)))),
-            )
+            .start(canvas, options, Box::new(|_cc| Ok(Box::new(longalign_app::NativeApp::new(state, None)))))
             .await;
         if let Err(e) = started {
             web_sys::console::error_1(&format!("LongAlign-rs failed to start: {e:?}").into());

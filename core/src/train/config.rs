@@ -98,8 +98,7 @@ impl TrainConfig {
 /// A preset's fresh model, seeded by `init_seed`; `None` when `cfg.model` is not a preset.
 pub fn init_preset<B: Backend>(cfg: &TrainConfig, device: &B::Device) -> Option<(LlamaConfig, Llama<B>)> {
     let mc = LlamaConfig::preset(&cfg.model)?;
-    B::seed(device, cfg.init_seed);
-    let model = Llama::init(&mc, device);
+    let model = Llama::init_seeded(&mc, cfg.init_seed, device);
     Some((mc, model))
 }
 
