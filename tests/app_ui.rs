@@ -393,15 +393,23 @@ fn train_here_runs_what_core_cli_train_would_and_shows_its_steps() {
     state.in_app.steps = 2;
     state.launch.steps = 2;
     state.launch.lr = state.in_app.lr;
-    let args = longalign_app::view_train::train_args(&state, "out").unwrap();
-    let cli = match longalign::cli::Cli::try_parse_from(std::iter::once("core-cli".to_string()).chain(args))
-        .unwrap()
-        .command
-    {
-        Some(longalign::cli::Command::Train(a)) => a.to_config(1),
-        _ => unreachable!(),
+    let cli_config = |state: &AppState| {
+        let args = longalign_app::view_train::train_args(state, "out").unwrap();
+        match longalign::cli::Cli::try_parse_from(std::iter::once("core-cli".to_string()).chain(args))
+            .unwrap()
+            .command
+        {
+            Some(longalign::cli::Command::Train(a)) => a.to_config(1),
+            _ => unreachable!(),
+        }
     };
-    assert_eq!(longalign_app::in_app::config(&state), cli);
+    assert_eq!(longalign_app::in_app::config(&state), cli_config(&state));
+    // The precision picked in the view reaches both the command and the in-app session.
+    state.train_precision = longalign::model::Precision::Bf16;
+    let bf16 = cli_config(&state);
+    assert_eq!(bf16.precision, longalign::model::Precision::Bf16);
+    assert_eq!(longalign_app::in_app::config(&state), bf16);
+    state.train_precision = Default::default();
 
     let mut h = harness(state);
     h.run();

@@ -6,6 +6,7 @@
 //! futures (WebGPU reads back asynchronously) polled once per frame.
 
 use longalign::batch::{PlanConfig, Strategy};
+use longalign::model::Precision;
 use longalign::train::TrainConfig;
 use longalign::train::session::{CpuSession, SessionStep, cpu_session};
 
@@ -84,6 +85,7 @@ pub fn config(app: &AppState) -> TrainConfig {
         cfg.backend = "webgpu".into();
         cfg.seq_bucket = Some(64);
     }
+    cfg.precision = app.train_precision;
     cfg.lr = app.in_app.lr;
     cfg.max_steps = Some(app.in_app.steps);
     cfg.init_seed = s.seed;
@@ -238,6 +240,19 @@ pub fn status(t: &InApp) -> String {
     }
 }
 
+/// The compute precision, as `--precision` takes it (the CLI run and the in-app session share it).
+pub fn precision_picker(ui: &mut egui::Ui, id: &str, precision: &mut Precision) {
+    ui.label("precision").on_hover_text(
+        "bf16 / f16: mixed precision (f32 weights and optimizer, half-precision compute); \
+         bf16 on cpu and cuda, f16 on wgpu and WebGPU",
+    );
+    egui::ComboBox::from_id_salt(id).selected_text(precision.to_string()).show_ui(ui, |ui| {
+        for p in [Precision::F32, Precision::Bf16, Precision::F16] {
+            ui.selectable_value(precision, p, p.to_string());
+        }
+    });
+}
+
 pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
     ui.strong("Train here (in this app; nothing leaves it)");
     ui.horizontal_wrapped(|ui| {
@@ -259,6 +274,7 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
             ui.radio_value(&mut app.in_app.backend, "cpu".to_string(), "cpu");
             ui.radio_value(&mut app.in_app.backend, "webgpu".to_string(), "webgpu (experimental)");
         }
+        precision_picker(ui, "in-app precision", &mut app.train_precision);
         ui.label("steps");
         ui.add(egui::DragValue::new(&mut app.in_app.steps).range(1..=100_000));
         ui.label("lr");

@@ -101,6 +101,8 @@ pub struct AppState {
     #[cfg(not(target_arch = "wasm32"))]
     pub launch: runs::Launch,
     pub train_strategy: Strategy,
+    /// Compute precision of training (a `core-cli train` run and the in-app session alike).
+    pub train_precision: longalign::model::Precision,
     pub run_dir_input: String,
     #[cfg(not(target_arch = "wasm32"))]
     pub run: Option<runs::Run>,
@@ -135,6 +137,7 @@ impl Default for AppState {
             #[cfg(not(target_arch = "wasm32"))]
             launch: runs::Launch::default(),
             train_strategy: Strategy::Pack,
+            train_precision: Default::default(),
             run_dir_input: "runs/app".into(),
             #[cfg(not(target_arch = "wasm32"))]
             run: None,

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use longalign::batch::Strategy;
+use longalign::model::Precision;
 
 use crate::AppState;
 use crate::curves::curve;
@@ -44,6 +45,9 @@ pub fn train_args(app: &AppState, out: &str) -> Option<Vec<String>> {
     ] {
         a.push(k.into());
         a.push(v);
+    }
+    if app.train_precision != Precision::F32 {
+        a.extend(["--precision".into(), app.train_precision.to_string()]);
     }
     if s.devices > 1 {
         // The plan view's devices become data-parallel ranks (on cpu: replicas in one process).
@@ -105,6 +109,7 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
                 ui.selectable_value(&mut app.launch.backend, b.to_string(), b);
             }
         });
+        crate::in_app::precision_picker(ui, "precision", &mut app.train_precision);
         ui.label("strategy");
         for s in crate::plans::STRATEGIES {
             ui.radio_value(&mut app.train_strategy, s, format!("train {s}"));

@@ -220,6 +220,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             steps: None,
             lr: None,
             out: None,
+            seed: 42,
         }),
         #[cfg(not(feature = "native"))]
         None => anyhow::bail!("this build has only `stats` and `plan` (built without the `native` feature)"),

@@ -570,6 +570,9 @@ pub struct DemoArgs {
     /// Run directory (default: runs/<date-time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Seed of the model's initialisation and the data order.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
 }
 
 /// `core-cli` with no arguments (= `core-cli demo`): train the tiny preset on the embedded sample,
@@ -603,7 +606,7 @@ pub fn embedded_default(demo: &DemoArgs) -> anyhow::Result<()> {
         clip_norm: 1.0,
         epochs: demo.epochs,
         steps: demo.steps,
-        seed: 42,
+        seed: demo.seed,
         overlong: Overlong::Truncate,
         out: Some(demo.out.clone().unwrap_or_else(default_out)),
         resume: None,
