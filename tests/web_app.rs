@@ -245,6 +245,19 @@ fn web_build_runs_in_headless_chromium_without_console_errors() {
         assert_eq!(e["result"]["value"], "[]", "{what}: console errors: {e}");
     };
     cdp(&mut ws, 3, "Page.navigate", json!({"url": format!("http://127.0.0.1:{port}/index.html?train=3")}));
+    // Steps run in a Web Worker, so the page keeps getting animation frames while one runs (on
+    // the page's own thread a step of several seconds would stop them).
+    page_titled(devtools, "LongAlign-rs training · training · step 1/3", 300);
+    let frames = |ws: &mut tungstenite::WebSocket<_>, id| {
+        let v = cdp(ws, id, "Runtime.evaluate", json!({"expression": "window.__frames"}));
+        v["result"]["value"].as_f64().unwrap()
+    };
+    let (f0, t0) = (frames(&mut ws, 40), Instant::now());
+    std::thread::sleep(Duration::from_secs(3));
+    let (f1, dt) = (frames(&mut ws, 41), t0.elapsed().as_secs_f64());
+    let fps = (f1 - f0) / dt;
+    eprintln!("page frames while training on cpu: {fps:.1}/s");
+    assert!(fps >= 5.0, "the page got {fps:.1} frames/s while training: its thread is blocked");
     let (title, _) = page_titled(devtools, "LongAlign-rs trained", 300);
     assert!(title.contains(" on cpu "), "{title}");
     no_errors(&mut ws, "training on cpu");

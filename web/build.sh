@@ -20,5 +20,5 @@ rm -rf web/dist
 mkdir -p web/dist
 wasm-bindgen --target web --no-typescript --out-dir web/dist --out-name longalign_app \
   "$target_dir/wasm32-unknown-unknown/$profile/longalign-app.wasm"
-cp web/index.html web/dist/
+cp web/index.html web/worker.js web/dist/
 echo "built web/dist ($(du -sh web/dist | cut -f1)); serve it with any static server"

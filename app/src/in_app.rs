@@ -1,9 +1,11 @@
 //! Training inside the app — a browser tab or the desktop window — with no `core-cli` process:
-//! a core [`Session`] of a preset on the CPU backend, one optimizer step per frame, nothing written
-//! anywhere. The run is the one `core-cli train` would make with the Train view's settings (same
-//! plan, same step code; the UI test checks the losses are identical natively). Experimental,
-//! opt-in (`?backend=webgpu`): in a browser with WebGPU the session runs there instead, its steps
-//! futures (WebGPU reads back asynchronously) polled once per frame.
+//! a core `Session` of a preset on the CPU backend, nothing written anywhere. Natively it takes
+//! one optimizer step per frame; in the browser the session runs in a Web Worker
+//! (`worker.rs`) and the page reads its reports each frame. The run is the one `core-cli
+//! train` would make with the Train view's settings (same plan, same step code; the UI test checks
+//! the losses are identical natively, the browser test in the page). Opt-in
+//! (`?backend=webgpu`): in a browser with WebGPU the session runs there instead, its steps futures
+//! (WebGPU reads back asynchronously) polled once per frame.
 
 use longalign::batch::{PlanConfig, Strategy};
 use longalign::model::Precision;
@@ -28,7 +30,7 @@ pub struct InApp {
     /// `cpu`, or `webgpu` (browser, when [`InApp::webgpu`] is set).
     pub backend: String,
     /// The page was opened with `?backend=webgpu`, has a WebGPU adapter, and Burn's device on it
-    /// is set up (experimental: not yet seen to finish a step, see the README).
+    /// is set up (tested on headless Chromium's SwiftShader WebGPU only, see the README).
     pub webgpu: bool,
     /// Steps of the current run (0 before the first).
     pub total: usize,
@@ -36,6 +38,9 @@ pub struct InApp {
     pub finished: bool,
     #[cfg(target_arch = "wasm32")]
     pending: Option<webgpu::StepFuture>,
+    /// In the browser, CPU training runs in a Web Worker (the page keeps drawing).
+    #[cfg(target_arch = "wasm32")]
+    worker: Option<crate::worker::TrainWorker>,
 }
 
 impl Default for InApp {
@@ -55,6 +60,8 @@ impl Default for InApp {
             finished: false,
             #[cfg(target_arch = "wasm32")]
             pending: None,
+            #[cfg(target_arch = "wasm32")]
+            worker: None,
         }
     }
 }
@@ -105,6 +112,7 @@ pub fn start(app: &mut AppState) {
     #[cfg(target_arch = "wasm32")]
     {
         t.pending = None;
+        t.worker = None;
     }
     let Some(d) = &app.data else {
         t.error = Some("open a dataset first".into());
@@ -126,6 +134,19 @@ pub fn start(app: &mut AppState) {
         }
         return;
     }
+    #[cfg(target_arch = "wasm32")]
+    {
+        let pad = longalign::train::pad_id(&d.tokenizer);
+        match crate::worker::TrainWorker::start(&cfg, ds, pad) {
+            Ok(w) => {
+                t.worker = Some(w);
+                t.running = true;
+            }
+            Err(e) => t.error = Some(e),
+        }
+        return;
+    }
+    #[allow(unreachable_code)]
     match cpu_session(&cfg, ds, &d.tokenizer) {
         Ok(s) => {
             t.total = s.total();
@@ -140,7 +161,34 @@ pub fn start(app: &mut AppState) {
 /// finished.
 pub fn tick(t: &mut InApp) -> Option<&SessionStep> {
     if !t.running {
+        #[cfg(target_arch = "wasm32")]
+        {
+            t.worker = None; // stopped: terminate it
+        }
         return None;
+    }
+    #[cfg(target_arch = "wasm32")]
+    if let Some(w) = &t.worker {
+        use crate::worker::Report;
+        let before = t.history.len();
+        for r in w.drain() {
+            match r {
+                Report::Total(n) => t.total = n,
+                Report::Step(s) => t.history.push(s),
+                Report::Done(_) => {
+                    t.running = false;
+                    t.finished = true;
+                }
+                Report::Error(e) => {
+                    t.running = false;
+                    t.error = Some(e);
+                }
+            }
+        }
+        if !t.running {
+            t.worker = None;
+        }
+        return if t.history.len() > before { t.history.last() } else { None };
     }
     #[cfg(target_arch = "wasm32")]
     if let Some(mut f) = t.pending.take() {

@@ -20,6 +20,8 @@ pub mod view_eval;
 mod view_plan;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod view_train;
+#[cfg(target_arch = "wasm32")]
+pub mod worker;
 
 use std::path::PathBuf;
 use web_time::Instant;

@@ -101,6 +101,9 @@ fn main() -> anyhow::Result<()> {
 #[cfg(target_arch = "wasm32")]
 fn main() {
     use eframe::wasm_bindgen::JsCast as _;
+    if web_sys::window().is_none() {
+        return; // the training worker (web/worker.js) loads this module too: no app there
+    }
     wasm_bindgen_futures::spawn_local(async {
         let canvas = web_sys::window()
             .and_then(|w| w.document())

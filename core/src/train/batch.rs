@@ -48,7 +48,7 @@ pub fn build(mb: &MicroBatch, tokens: &[Tokenized], pad_id: u32) -> MicroBatchIn
 
 /// Token counts of a planned micro-batch, from the plan alone (no tensors): what every rank of a
 /// data-parallel run can compute for the whole step without communication.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Counts {
     pub useful_tokens: u64,
     pub padded_tokens: u64,

@@ -57,7 +57,7 @@ pub fn cpu_session(
 }
 
 /// What one step did: the numbers of an `events.jsonl` line.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SessionStep {
     pub step: usize,
     pub loss: f64,
@@ -99,6 +99,17 @@ impl<B: AutodiffBackend> Session<B> {
         tok: &ModelTokenizer,
         device: &B::Device,
     ) -> anyhow::Result<Self> {
+        Self::with_pad_id(cfg, ds, pad_id(tok), device)
+    }
+
+    /// [`Self::new`] with the padding id given (where the tokenizer is not at hand: the browser's
+    /// training worker receives token ids only).
+    pub fn with_pad_id(
+        cfg: &TrainConfig,
+        ds: &TokenizedDataset,
+        pad_id: u32,
+        device: &B::Device,
+    ) -> anyhow::Result<Self> {
         if cfg.plan.devices != 1 {
             bail!("an in-memory session trains on one device (the plan has {})", cfg.plan.devices);
         }
@@ -127,7 +138,7 @@ impl<B: AutodiffBackend> Session<B> {
             model: Some(model),
             optim,
             tokens: ds.tokens.clone(),
-            pad_id: pad_id(tok),
+            pad_id,
             device: device.clone(),
             next: 0,
             warmup: schedule::warmup_steps(cfg.warmup_ratio, total),
