@@ -10,7 +10,7 @@
 use longalign::batch::{PlanConfig, Strategy};
 use longalign::model::Precision;
 use longalign::train::TrainConfig;
-use longalign::train::session::{CpuSession, SessionStep, cpu_session};
+use longalign::train::session::{CpuSession, SessionStep};
 
 use crate::AppState;
 use crate::curves::curve;
@@ -135,19 +135,15 @@ pub fn start(app: &mut AppState) {
         return;
     }
     #[cfg(target_arch = "wasm32")]
-    {
-        let pad = longalign::train::pad_id(&d.tokenizer);
-        match crate::worker::TrainWorker::start(&cfg, ds, pad) {
-            Ok(w) => {
-                t.worker = Some(w);
-                t.running = true;
-            }
-            Err(e) => t.error = Some(e),
+    match crate::worker::TrainWorker::start(&cfg, ds, longalign::train::pad_id(&d.tokenizer)) {
+        Ok(w) => {
+            t.worker = Some(w);
+            t.running = true;
         }
-        return;
+        Err(e) => t.error = Some(e),
     }
-    #[allow(unreachable_code)]
-    match cpu_session(&cfg, ds, &d.tokenizer) {
+    #[cfg(not(target_arch = "wasm32"))]
+    match longalign::train::session::cpu_session(&cfg, ds, &d.tokenizer) {
         Ok(s) => {
             t.total = s.total();
             t.session = Some(s);
@@ -175,7 +171,7 @@ pub fn tick(t: &mut InApp) -> Option<&SessionStep> {
             match r {
                 Report::Total(n) => t.total = n,
                 Report::Step(s) => t.history.push(s),
-                Report::Done(_) => {
+                Report::Done => {
                     t.running = false;
                     t.finished = true;
                 }

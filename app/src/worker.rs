@@ -29,7 +29,7 @@ pub enum Report {
     /// Steps the session will take.
     Total(usize),
     Step(SessionStep),
-    Done(bool),
+    Done,
     Error(String),
 }
 
@@ -116,7 +116,7 @@ pub fn train_worker(msg: JsValue) {
             while let Some(step) = s.step() {
                 post(&Report::Step(step));
             }
-            post(&Report::Done(true));
+            post(&Report::Done);
         }
         Err(e) => post(&Report::Error(e)),
     }
