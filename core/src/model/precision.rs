@@ -107,6 +107,7 @@ mod tests {
     use burn::tensor::backend::AutodiffBackend;
 
     use super::*;
+    use crate::train::EmbeddedRun;
     use crate::train::session::CpuBackend;
     use crate::train::step::{self, LossOptions};
 
@@ -130,32 +131,9 @@ mod tests {
         }
     }
 
-    type Setup = (
-        crate::train::TrainConfig,
-        crate::model::LlamaConfig,
-        Llama<CpuBackend>,
-        crate::batch::Plan,
-        crate::data::TokenizedDataset,
-    );
-
-    /// The tiny preset and the embedded sample's plan (packed rows of 2,048 tokens,
-    /// sequence-weighted loss).
-    fn setup() -> Setup {
-        let cfg = crate::train::TrainConfig::embedded_default();
-        let (mcfg, model) = crate::train::init_preset::<CpuBackend>(&cfg, &Default::default()).unwrap();
-        let tok = crate::train::run_tokenizer(&cfg).unwrap();
-        let ds = crate::train::run_data(&cfg, &tok).unwrap();
-        let (items, _) = ds.items(cfg.plan.length_limit(), cfg.plan.overlong);
-        let plan = crate::batch::plan(&items, &cfg.plan).unwrap();
-        (cfg, mcfg, model, plan, ds)
-    }
-
-    /// One model for every precision: the backend's RNG is shared by tests running in parallel,
-    /// so two inits with the same seed need not give the same weights.
-    fn grads_at(
-        (cfg, mcfg, model, plan, ds): &Setup,
-        p: Precision,
-    ) -> (f64, Vec<(ParamId, DType, Vec<f32>)>) {
+    /// The loss and every gradient of the plan's first step, computing in `p`.
+    fn grads_at(run: &EmbeddedRun, p: Precision) -> (f64, Vec<(ParamId, DType, Vec<f32>)>) {
+        let EmbeddedRun { cfg, mcfg, model, plan, ds } = run;
         let opts = LossOptions::new(cfg.loss_chunk, None, cfg.attention).with_precision(p);
         let mbs = &plan.steps[0].micro_batches;
         let (loss, grads) = step::gradients(model, mcfg, mbs, &ds.tokens, 0, opts, &Default::default());
@@ -177,7 +155,7 @@ mod tests {
     /// gradients arrive in f32 at every (f32) parameter.
     #[test]
     fn half_precision_loss_and_gradients_track_f32() {
-        let s = setup();
+        let s = EmbeddedRun::new();
         let (loss32, g32) = grads_at(&s, Precision::F32);
         for (p, loss_tol, grad_tol) in [(Precision::Bf16, 2e-3, 0.05), (Precision::F16, 5e-4, 0.01)] {
             let (loss, g) = grads_at(&s, p);
@@ -205,7 +183,7 @@ mod tests {
     /// ~0.01, where bf16's spacing is finer than the update).
     #[test]
     fn pure_bf16_loses_small_updates_master_weights_keep_them() {
-        let (cfg, mcfg, model, plan, ds) = setup();
+        let EmbeddedRun { cfg, mcfg, model, plan, ds } = EmbeddedRun::new();
         let opts = LossOptions::new(cfg.loss_chunk, None, cfg.attention).with_precision(Precision::Bf16);
         let mbs = &plan.steps[0].micro_batches;
         let (_, grads) = step::gradients(&model, &mcfg, mbs, &ds.tokens, 0, opts, &Default::default());

@@ -93,6 +93,23 @@ impl TrainConfig {
     pub fn is_preset(&self) -> bool {
         LlamaConfig::preset(&self.model).is_some()
     }
+
+    /// An error naming the flag and the backend when backend `B` cannot compute in the
+    /// configured precision on `device` (every trainer checks before any work).
+    pub fn check_precision<B: Backend>(&self, device: &B::Device) -> anyhow::Result<()> {
+        if self.precision.supported::<B>(device) {
+            return Ok(());
+        }
+        let hint = match self.backend.as_str() {
+            "wgpu" | "webgpu" => " (WGSL has no bf16; f16 needs an adapter with shader-f16)",
+            _ => "",
+        };
+        anyhow::bail!(
+            "--precision {} is not supported by backend {:?} on device {device:?}: use --precision f32{hint}",
+            self.precision,
+            self.backend
+        )
+    }
 }
 
 /// A preset's fresh model, seeded by `init_seed`; `None` when `cfg.model` is not a preset.

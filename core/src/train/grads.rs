@@ -132,13 +132,8 @@ mod tests {
     fn deferred_clip_matches_the_reference() {
         // Rows of 2,048 tokens: at 256 the first step's only sequence loses its answer to
         // truncation, and every norm would be 0.
-        let cfg = crate::train::TrainConfig::embedded_default();
+        let crate::train::EmbeddedRun { cfg, mcfg, model, plan, ds } = crate::train::EmbeddedRun::new();
         let device = Default::default();
-        let (mcfg, model) = crate::train::init_preset::<CpuBackend>(&cfg, &device).unwrap();
-        let tok = crate::train::run_tokenizer(&cfg).unwrap();
-        let ds = crate::train::run_data(&cfg, &tok).unwrap();
-        let (items, _) = ds.items(cfg.plan.length_limit(), cfg.plan.overlong);
-        let plan = crate::batch::plan(&items, &cfg.plan).unwrap();
         let opts = crate::train::step::LossOptions::new(cfg.loss_chunk, None, cfg.attention);
         let grads_of = || {
             crate::train::step::gradients(

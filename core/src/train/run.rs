@@ -133,17 +133,8 @@ pub fn train_on<B: AutodiffBackend>(
             cfg.backend
         );
     }
-    if let Some(d) = launch.devices.iter().find(|d| !cfg.precision.supported::<B>(d)) {
-        bail!(
-            "--precision {} is not supported by backend {:?} on device {d:?}: use --precision f32{}",
-            cfg.precision,
-            cfg.backend,
-            if cfg.backend == "wgpu" {
-                " (WGSL has no bf16; f16 needs an adapter with shader-f16)"
-            } else {
-                ""
-            }
-        );
+    for d in &launch.devices {
+        cfg.check_precision::<B>(d)?;
     }
     if cfg.plan.devices != launch.world() {
         bail!(

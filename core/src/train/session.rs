@@ -116,12 +116,7 @@ impl<B: AutodiffBackend> Session<B> {
         if ds.is_empty() {
             bail!("{}: no usable examples", ds.file);
         }
-        if !cfg.precision.supported::<B>(device) {
-            bail!(
-                "precision {} is not supported on this backend: use f32 (WebGPU has f16 at most)",
-                cfg.precision
-            );
-        }
+        cfg.check_precision::<B>(device)?;
         let Some((mcfg, model)) = init_preset::<B>(cfg, device) else {
             bail!("{:?} is not a preset (tiny, small, medium): sessions train presets", cfg.model);
         };
