@@ -6,7 +6,7 @@
 set -euo pipefail
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/longalign/target}"
 cargo test --release -p longalign-kernels --features cuda --test varlen --test ce
-cargo run --release -p longalign-core --features cuda --bin core-cli -- bench attention \
+cargo bench -p longalign-kernels --features cuda --bench attention -- \
   --backend cuda --rows 2048,4096,8192,16384,32768,65536 --seq-len 1024 \
   --heads 32 --kv-heads 8 --head-dim 128 --reps 5 --dense-max-bytes 17179869184
 cargo run --release -p longalign-core --features cuda --bin core-cli -- bench loss \

@@ -129,7 +129,7 @@ fn ten_thousand_sequences_plan_and_draw() {
     let path = d.path().join("mix.txt");
     std::fs::write(
         &path,
-        longalign::batch::mix::to_lengths_file(&longalign::batch::mix::longalign_like(5000, 5000, 1)),
+        longalign::plan::mix::to_lengths_file(&longalign::plan::mix::longalign_like(5000, 5000, 1)),
     )
     .unwrap();
     let mut state = AppState::default();

@@ -17,7 +17,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use common::{fails, ok};
-use longalign::batch::rng::SplitMix64;
+use longalign::util::rng::SplitMix64;
 use serde_json::{Value, json};
 
 /// A scripted generator. Document k (its text starts "DOCUMENT k.") gets:

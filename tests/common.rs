@@ -57,7 +57,7 @@ pub fn fails(dir: &Path, args: &[&str]) -> String {
     String::from_utf8(out.stderr).unwrap()
 }
 
-/// A LongAlign-like lengths file (see `longalign::batch::mix::longalign_like`).
+/// A LongAlign-like lengths file (see `longalign::plan::mix::longalign_like`).
 pub fn longalign_lengths(n_long: usize, n_short: usize, seed: u64) -> String {
-    longalign::batch::mix::to_lengths_file(&longalign::batch::mix::longalign_like(n_long, n_short, seed))
+    longalign::plan::mix::to_lengths_file(&longalign::plan::mix::longalign_like(n_long, n_short, seed))
 }

@@ -14,7 +14,7 @@ impl PerStep for longalign::train::events::StepEvent {
     }
 }
 
-impl PerStep for longalign::train::session::SessionStep {
+impl PerStep for longalign::train::StepReport {
     fn step(&self) -> usize {
         self.step
     }

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use longalign::batch::{Item, Overlong};
 use longalign::data::formats::read_str;
 use longalign::data::{ModelTokenizer, TokenizedDataset, synth};
+use longalign::plan::{Item, Overlong};
 
 /// Where a dataset came from; also how `core-cli plan` is told about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +20,7 @@ pub enum Origin {
 }
 
 /// Per-source counts, as `core-cli stats` reports them.
-pub use longalign::cli::stats::SourceStats;
+pub use longalign::data::stats::SourceStats;
 
 /// A loaded dataset with what the Data view shows.
 pub struct Loaded {
@@ -55,7 +55,7 @@ impl Loaded {
         let ext = path.extension().map(|e| e.to_string_lossy().to_lowercase()).unwrap_or_default();
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         if ext == "txt" || ext == "lengths" {
-            let items = longalign::cli::plan::read_lengths(path)?;
+            let items = longalign::plan::lengths::read(path)?;
             return Ok(Self::from_lengths(Origin::Lengths(path.to_path_buf()), name, items));
         }
         let tok = ModelTokenizer::load(tokenizer, None)?;
@@ -69,7 +69,7 @@ impl Loaded {
         let text = std::str::from_utf8(bytes).map_err(|e| anyhow::anyhow!("{name}: not UTF-8 ({e})"))?;
         let lower = name.to_lowercase();
         if lower.ends_with(".txt") || lower.ends_with(".lengths") {
-            let items = longalign::cli::plan::parse_lengths(name, text)?;
+            let items = longalign::plan::lengths::parse(name, text)?;
             return Ok(Self::from_lengths(Origin::Lengths(PathBuf::from(name)), name.into(), items));
         }
         let tok = ModelTokenizer::builtin();
@@ -103,7 +103,7 @@ impl Loaded {
     }
 
     fn from_dataset(origin: Origin, name: String, ds: TokenizedDataset, tokenizer: ModelTokenizer) -> Self {
-        let sources = longalign::cli::stats::compute(&ds, &tokenizer.name).sources;
+        let sources = longalign::data::stats::compute(&ds, &tokenizer.name).sources;
         let formats = ds.formats.iter().map(|(f, n)| (f.as_str().to_string(), *n)).collect();
         let invalid =
             ds.skipped.iter().map(|e| format!("line {}: {}: {}", e.line, e.field, e.message)).collect();

@@ -1,5 +1,5 @@
 //! Training inside the app — a browser tab or the desktop window — with no `core-cli` process:
-//! a core `Session` of a preset on the CPU backend, nothing written anywhere. Natively it takes
+//! the library's `Trainer` on a preset on the CPU backend, nothing written anywhere. Natively it takes
 //! one optimizer step per frame; in the browser the session runs in a Web Worker
 //! (`worker.rs`) and the page reads its reports each frame. The run is the one `core-cli
 //! train` would make with the Train view's settings (same plan, same step code; the UI test checks
@@ -7,10 +7,11 @@
 //! (`?backend=webgpu`): in a browser with WebGPU the session runs there instead, its steps futures
 //! (WebGPU reads back asynchronously) polled once per frame.
 
-use longalign::batch::{PlanConfig, Strategy};
 use longalign::model::Precision;
+use longalign::plan::{PlanConfig, Strategy};
+use longalign::train::StepReport;
 use longalign::train::TrainConfig;
-use longalign::train::session::{CpuSession, SessionStep};
+use longalign::train::session::CpuSession;
 
 use crate::AppState;
 use crate::curves::curve;
@@ -22,13 +23,13 @@ pub struct InApp {
     pub steps: usize,
     pub lr: f64,
     pub session: Option<CpuSession>,
-    pub history: Vec<SessionStep>,
+    pub history: Vec<StepReport>,
     pub running: bool,
     pub error: Option<String>,
     /// Natively the Train tab shows this instead of the core-cli run (in the browser: always).
     pub shown: bool,
     /// `cpu`, or `webgpu` (browser, when [`InApp::webgpu`] is set).
-    pub backend: String,
+    pub backend: longalign::backend::Backend,
     /// The page was opened with `?backend=webgpu`, has a WebGPU adapter, and Burn's device on it
     /// is set up (tested on headless Chromium's SwiftShader WebGPU only, see the README).
     pub webgpu: bool,
@@ -54,7 +55,7 @@ impl Default for InApp {
             running: false,
             error: None,
             shown: cfg!(target_arch = "wasm32"),
-            backend: "cpu".into(),
+            backend: longalign::backend::Backend::Cpu,
             webgpu: false,
             total: 0,
             finished: false,
@@ -86,10 +87,10 @@ pub fn config(app: &AppState) -> TrainConfig {
         seed: s.seed,
         ..PlanConfig::default()
     };
-    if app.in_app.backend == "webgpu" {
+    if app.in_app.backend == longalign::backend::Backend::Webgpu {
         // As core-cli does for GPU backends: sequences padded to multiples of 64 inside
         // attention, so far fewer distinct kernel shapes are compiled (same losses).
-        cfg.backend = "webgpu".into();
+        cfg.backend = longalign::backend::Backend::Webgpu;
         cfg.seq_bucket = Some(64);
     }
     cfg.precision = app.train_precision;
@@ -123,7 +124,7 @@ pub fn start(app: &mut AppState) {
         return;
     };
     #[cfg(target_arch = "wasm32")]
-    if t.backend == "webgpu" && t.webgpu {
+    if t.backend == longalign::backend::Backend::Webgpu && t.webgpu {
         match longalign::train::session::webgpu_session(&cfg, ds, &d.tokenizer) {
             Ok(s) => {
                 t.total = s.total();
@@ -155,7 +156,7 @@ pub fn start(app: &mut AppState) {
 
 /// Takes the next step if running (on WebGPU: polls the step in flight); returns it when one
 /// finished.
-pub fn tick(t: &mut InApp) -> Option<&SessionStep> {
+pub fn tick(t: &mut InApp) -> Option<&StepReport> {
     if !t.running {
         #[cfg(target_arch = "wasm32")]
         {
@@ -231,10 +232,11 @@ mod webgpu {
     use std::future::Future;
     use std::pin::Pin;
 
-    use longalign::train::session::{SessionStep, WebGpuSession};
+    use longalign::train::StepReport;
+    use longalign::train::session::WebGpuSession;
 
     /// One step in flight; it hands the session back with the result.
-    pub type StepFuture = Pin<Box<dyn Future<Output = (WebGpuSession, anyhow::Result<Option<SessionStep>>)>>>;
+    pub type StepFuture = Pin<Box<dyn Future<Output = (WebGpuSession, anyhow::Result<Option<StepReport>>)>>>;
 
     pub fn next(mut s: WebGpuSession) -> StepFuture {
         Box::pin(async move {
@@ -315,8 +317,12 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
         }
         if app.in_app.webgpu {
             ui.label("backend");
-            ui.radio_value(&mut app.in_app.backend, "cpu".to_string(), "cpu");
-            ui.radio_value(&mut app.in_app.backend, "webgpu".to_string(), "webgpu (experimental)");
+            ui.radio_value(&mut app.in_app.backend, longalign::backend::Backend::Cpu, "cpu");
+            ui.radio_value(
+                &mut app.in_app.backend,
+                longalign::backend::Backend::Webgpu,
+                "webgpu (experimental)",
+            );
         }
         precision_picker(ui, "in-app precision", &mut app.train_precision);
         ui.label("steps");

@@ -3,8 +3,9 @@
 //! one step's loss.
 //!
 //! The app holds no planning or data logic of its own: datasets load through `longalign::data`,
-//! and every plan is made from a `core-cli plan` command line (shown under it) by the CLI's parser
-//! and planner, so the figures on screen are the CLI's.
+//! and every plan is made by the library's planner from the options the `core-cli plan` command
+//! shown under it stands for, so the figures on screen are the CLI's (tests/app_ui.rs checks them
+//! against the real command line). The app uses the library only, never `longalign::cli`.
 //!
 //! [`AppState::ui`] draws everything into a `Ui`: the native window (`main.rs`) and the headless
 //! UI tests (`tests/app_ui.rs`, egui_kittest) drive the same function.
@@ -27,7 +28,7 @@ use std::path::PathBuf;
 use web_time::Instant;
 
 use data::Loaded;
-use longalign::batch::Strategy;
+use longalign::plan::Strategy;
 use plans::{Planned, Settings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -123,7 +123,7 @@ fn main() {
             if longalign_app::in_app::webgpu_adapter().await {
                 longalign::train::session::init_webgpu().await;
                 state.in_app.webgpu = true;
-                state.in_app.backend = "webgpu".into();
+                state.in_app.backend = longalign::backend::Backend::Webgpu;
             } else {
                 state.in_app.error =
                     Some("?backend=webgpu: this browser has no WebGPU adapter; training on the CPU".into());

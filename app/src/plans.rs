@@ -1,10 +1,9 @@
-//! The three plans the visualiser shows. Each is made from a `core-cli plan` command line, parsed
-//! by the CLI's own parser and planned by its own functions, so every number on screen is what
-//! `core-cli plan … --json` prints for the command shown under it.
+//! The three plans the visualiser shows. Each is planned through the library options
+//! `core-cli plan` uses ([`PlanOptions`]) and shown with the equivalent `core-cli plan` command, so
+//! every number on screen is what `core-cli plan … --json` prints for the command shown under it
+//! (tests/app_ui.rs checks this against the real command-line parser).
 
-use clap::Parser;
-use longalign::batch::{Algorithm, LossMode, Plan, PlanStats, Strategy};
-use longalign::cli::{Cli, Command, PlanArgs};
+use longalign::plan::{Algorithm, LossMode, Plan, PlanOptions, PlanStats, Strategy, plan_items};
 
 use crate::data::Loaded;
 
@@ -42,9 +41,28 @@ impl Default for Settings {
 pub const STRATEGIES: [Strategy; 3] = [Strategy::Naive, Strategy::Sorted, Strategy::Pack];
 
 impl Settings {
+    /// Rows per micro-batch under `strategy`.
+    fn rows(&self, strategy: Strategy) -> usize {
+        if strategy == Strategy::Pack { self.pack_rows } else { self.batch_size }
+    }
+
+    /// The planner options these settings stand for, under `strategy`.
+    pub fn options(&self, strategy: Strategy) -> PlanOptions {
+        PlanOptions {
+            algorithm: self.algorithm,
+            max_tokens: Some(self.max_tokens),
+            batch_size: Some(self.rows(strategy)),
+            devices: self.devices,
+            accum: self.accum,
+            loss: self.loss,
+            seed: self.seed,
+            ..PlanOptions::default()
+        }
+    }
+
     /// The `core-cli plan` command for one strategy (dataset arguments included).
     pub fn command(&self, strategy: Strategy, data: &Loaded) -> Vec<String> {
-        let rows = if strategy == Strategy::Pack { self.pack_rows } else { self.batch_size };
+        let rows = self.rows(strategy);
         let mut a: Vec<String> = vec!["core-cli".into(), "plan".into()];
         a.extend(data.cli_args());
         for (k, v) in [
@@ -89,13 +107,6 @@ pub struct DrawRow {
     pub first_of_micro_batch: bool,
 }
 
-fn plan_args(cmd: &[String]) -> anyhow::Result<PlanArgs> {
-    match Cli::try_parse_from(cmd)?.command {
-        Some(Command::Plan(a)) => Ok(a),
-        _ => unreachable!("a plan command line"),
-    }
-}
-
 /// Plans `data` under `settings` with one strategy.
 pub fn plan_one(data: &Loaded, settings: &Settings, strategy: Strategy) -> anyhow::Result<Planned> {
     plan_named(data, settings, strategy, strategy.to_string())
@@ -108,10 +119,9 @@ fn plan_named(
     name: String,
 ) -> anyhow::Result<Planned> {
     let cmd = settings.command(strategy, data);
-    let args = plan_args(&cmd)?;
-    let cfg = longalign::cli::plan::config(&args, strategy);
+    let cfg = settings.options(strategy).config(strategy);
     let (items, pre_truncated) = data.items(cfg.length_limit());
-    let r = longalign::cli::plan::plan_items(&items, &cfg, pre_truncated)?;
+    let r = plan_items(&items, &cfg, pre_truncated)?;
     let mut rows = Vec::with_capacity(r.stats.rows);
     for mb in r.plan.micro_batches() {
         for (k, row) in mb.rows.iter().enumerate() {
@@ -161,8 +171,8 @@ pub fn step_shares(p: &Planned, step: usize) -> Vec<(usize, u32, f64, f64)> {
     let ids: Vec<usize> =
         s.micro_batches.iter().flat_map(|mb| mb.rows.iter().flat_map(|r| r.ids.iter().copied())).collect();
     let targets: Vec<u32> = ids.iter().map(|id| target_of.get(id).copied().unwrap_or(0)).collect();
-    let tok = longalign::batch::weights::step_weights(&targets, LossMode::Token);
-    let seq = longalign::batch::weights::step_weights(&targets, LossMode::Sequence);
+    let tok = longalign::plan::weights::step_weights(&targets, LossMode::Token);
+    let seq = longalign::plan::weights::step_weights(&targets, LossMode::Sequence);
     ids.iter()
         .zip(&targets)
         .zip(tok.iter().zip(&seq))

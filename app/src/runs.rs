@@ -31,14 +31,14 @@ pub fn core_cli() -> PathBuf {
 pub struct Launch {
     /// `tiny`, `small`, `medium` or a model directory.
     pub model: String,
-    pub backend: String,
+    pub backend: longalign::backend::Backend,
     pub steps: usize,
     pub lr: f64,
 }
 
 impl Default for Launch {
     fn default() -> Self {
-        Self { model: "tiny".into(), backend: "cpu".into(), steps: 50, lr: 3e-3 }
+        Self { model: "tiny".into(), backend: longalign::backend::Backend::Cpu, steps: 50, lr: 3e-3 }
     }
 }
 

@@ -9,7 +9,7 @@
 
 use egui::{Color32, Pos2, Rect, Sense, Stroke, vec2};
 use egui_plot::{Bar, BarChart, Legend, Plot};
-use longalign::batch::{Algorithm, LossMode, PlanStats, Strategy};
+use longalign::plan::{Algorithm, LossMode, PlanStats, Strategy};
 
 use crate::plans::{Planned, STRATEGIES};
 use crate::{AppState, Focus};

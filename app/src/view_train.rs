@@ -4,8 +4,8 @@
 
 use std::path::PathBuf;
 
-use longalign::batch::Strategy;
 use longalign::model::Precision;
+use longalign::plan::Strategy;
 
 use crate::AppState;
 use crate::curves::curve;
@@ -31,7 +31,7 @@ pub fn train_args(app: &AppState, out: &str) -> Option<Vec<String>> {
     let rows = if app.train_strategy == Strategy::Pack { s.pack_rows } else { s.batch_size };
     for (k, v) in [
         ("--model", l.model.clone()),
-        ("--backend", l.backend.clone()),
+        ("--backend", l.backend.to_string()),
         ("--strategy", app.train_strategy.to_string()),
         ("--algorithm", s.algorithm.to_string()),
         ("--loss", s.loss.to_string()),
@@ -104,11 +104,18 @@ pub fn show(app: &mut AppState, ui: &mut egui::Ui) {
                 .desired_width(160.0),
         );
         ui.label("backend");
-        egui::ComboBox::from_id_salt("backend").selected_text(app.launch.backend.clone()).show_ui(ui, |ui| {
-            for b in ["cpu", "wgpu", "cuda"] {
-                ui.selectable_value(&mut app.launch.backend, b.to_string(), b);
-            }
-        });
+        egui::ComboBox::from_id_salt("backend").selected_text(app.launch.backend.as_str()).show_ui(
+            ui,
+            |ui| {
+                for b in [
+                    longalign::backend::Backend::Cpu,
+                    longalign::backend::Backend::Wgpu,
+                    longalign::backend::Backend::Cuda,
+                ] {
+                    ui.selectable_value(&mut app.launch.backend, b, b.as_str());
+                }
+            },
+        );
         crate::in_app::precision_picker(ui, "precision", &mut app.train_precision);
         ui.label("strategy");
         for s in crate::plans::STRATEGIES {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!   page (egui)                                   worker (web/worker.js → train_worker)
-//!   start: config JSON, pad id, token ids ───────▶ Session::with_pad_id, then step after step
+//!   start: config JSON, pad id, token ids ───────▶ Trainer::preset, then step after step
 //!   tick: drain the inbox into history   ◀──────── {"total": N}, {"step": …}…, {"done": true}
 //!   stop: terminate the worker                     (or {"error": "…"})
 //! ```
@@ -18,8 +18,9 @@ use std::rc::Rc;
 use eframe::wasm_bindgen::JsCast as _;
 use eframe::wasm_bindgen::prelude::*;
 use longalign::data::{Tokenized, TokenizedDataset};
+use longalign::train::StepReport;
 use longalign::train::TrainConfig;
-use longalign::train::session::{CpuSession, SessionStep};
+use longalign::train::session::CpuSession;
 use serde::{Deserialize, Serialize};
 
 /// What the worker tells the page, one JSON message each.
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 pub enum Report {
     /// Steps the session will take.
     Total(usize),
-    Step(SessionStep),
+    Step(StepReport),
     Done,
     Error(String),
 }
@@ -151,5 +152,5 @@ fn session(msg: &JsValue) -> Result<CpuSession, String> {
         formats: Default::default(),
         skipped: Vec::new(),
     };
-    CpuSession::with_pad_id(&cfg, &ds, pad_id, &Default::default()).map_err(|e| format!("{e:#}"))
+    CpuSession::preset(&cfg, &ds, pad_id, &Default::default()).map_err(|e| format!("{e:#}"))
 }

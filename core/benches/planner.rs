@@ -4,7 +4,7 @@
 //! 1,000,000 lengths in under 2 s on one core; the whole `plan` (pack, shuffle, weights) is timed too.
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use longalign::batch::{self, Algorithm, PlanConfig, mix, pack};
+use longalign::plan::{self, Algorithm, PlanConfig, mix, pack};
 
 fn bench(c: &mut Criterion) {
     let items = mix::longalign_like(500_000, 500_000, 1);
@@ -15,9 +15,9 @@ fn bench(c: &mut Criterion) {
     g.bench_function("ffd", |b| b.iter(|| pack::first_fit_decreasing(&lengths, 65536)));
     g.bench_function("bfd", |b| b.iter(|| pack::best_fit_decreasing(&lengths, 65536)));
     let cfg = PlanConfig { algorithm: Algorithm::Ffd, max_tokens: Some(65536), ..PlanConfig::default() };
-    g.bench_function("plan ffd + shuffle + weights", |b| b.iter(|| batch::plan(&items, &cfg).unwrap()));
+    g.bench_function("plan ffd + shuffle + weights", |b| b.iter(|| plan::plan(&items, &cfg).unwrap()));
     g.finish();
-    let p = batch::plan(&items, &cfg).unwrap();
+    let p = plan::plan(&items, &cfg).unwrap();
     eprintln!("ffd fill on the 1M mix: {:.4}", p.stats().fill);
 }
 

@@ -1,7 +1,13 @@
 //! LongAlign-rs core: data formats, chat templates, tokenization with loss targets, the batch planner
 //! (naive / sorted / packing) and LongAlign loss weights.
 
-pub mod batch;
+#[cfg(feature = "model")]
+pub mod backend;
+#[cfg(feature = "native")]
+pub mod bench;
+#[cfg(feature = "native")]
+pub mod build;
+#[cfg(feature = "native")]
 pub mod cli;
 pub mod data;
 #[cfg(feature = "native")]
@@ -12,6 +18,7 @@ pub mod infer;
 pub mod llm;
 #[cfg(feature = "model")]
 pub mod model;
+pub mod plan;
 #[cfg(feature = "model")]
 pub mod train;
 pub mod util;

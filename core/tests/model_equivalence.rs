@@ -6,11 +6,11 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use longalign::batch::rng::SplitMix64;
-use longalign::batch::weights::{LossMode, step_weights};
-use longalign::model::llama::{Llama, PackedRows};
 use longalign::model::loss::{row_targets, weighted_cross_entropy_padded, weighted_cross_entropy_plain};
 use longalign::model::{AttentionMode, LlamaConfig};
+use longalign::model::{Llama, PackedRows};
+use longalign::plan::weights::{LossMode, step_weights};
+use longalign::util::rng::SplitMix64;
 
 type B = Autodiff<Flex>;
 type Inner = <B as AutodiffBackend>::InnerBackend;

@@ -5,8 +5,8 @@ use std::path::Path;
 use burn::backend::Flex;
 use burn::tensor::backend::Backend;
 use longalign::model::LlamaConfig;
-use longalign::model::llama::{Llama, PackedRows};
 use longalign::model::load::{load_hf, save_hf};
+use longalign::model::{Llama, PackedRows};
 
 type B = Flex;
 

@@ -6,10 +6,10 @@ use burn::backend::{Autodiff, Flex};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
-use longalign::model::llama::{Llama, PackedRows};
 use longalign::model::load::{load_hf, save_hf};
 use longalign::model::loss::{row_targets, weighted_cross_entropy};
 use longalign::model::{AttentionMode, LlamaConfig};
+use longalign::model::{Llama, PackedRows};
 
 /// The unfused wgpu backend. With Burn's kernel fusion (the `Wgpu` alias), a fresh autotune on
 /// lavapipe has picked fused reduce/matmul kernels whose logits differ from the CPU by up to 4e-3

@@ -6,11 +6,11 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use crate::data::build::{BuildConfig, BuildReport, build, sidecar};
+use crate::build::documents::Input;
+use crate::build::self_instruct::{GenSettings, Prompts};
+use crate::build::{BuildConfig, build};
 use crate::data::dedupe::DedupeConfig;
-use crate::data::documents::Input;
-use crate::data::self_instruct::{GenSettings, Prompts};
-use crate::llm::{Client, ClientConfig};
+use crate::llm::Http;
 
 #[derive(Args, Debug)]
 pub struct BuildDataArgs {
@@ -101,19 +101,10 @@ pub struct BuildDataArgs {
 
 pub fn run(a: &BuildDataArgs) -> anyhow::Result<()> {
     if a.print_prompts {
-        print!("{}", crate::data::self_instruct::BUILTIN_PROMPTS);
+        print!("{}", crate::build::self_instruct::BUILTIN_PROMPTS);
         return Ok(());
     }
-    let mut prompts = match &a.prompts {
-        Some(p) => Prompts::parse(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-            &p.display().to_string(),
-        )?,
-        None => Prompts::builtin(),
-    };
-    if let Some(w) = &a.task_weights {
-        prompts.set_weights(w)?;
-    }
+    let prompts = Prompts::load(a.prompts.as_deref(), a.task_weights.as_deref())?;
     if !(0.0..=1.0).contains(&a.dedupe_threshold) {
         anyhow::bail!("--dedupe-threshold must be within 0–1");
     }
@@ -143,12 +134,13 @@ pub fn run(a: &BuildDataArgs) -> anyhow::Result<()> {
     };
     let client = match (&a.endpoint, &a.model) {
         (Some(url), Some(model)) => {
-            let mut c = ClientConfig::new(url, model).with_key_from_env(&a.api_key_env);
-            c.timeout = Duration::from_secs(a.timeout);
-            c.max_retries = a.retries;
-            c.backoff = Duration::from_secs_f64(a.backoff.max(0.0));
-            c.concurrency = a.concurrency.max(1);
-            Some(Client::new(c)?)
+            let http = Http {
+                concurrency: a.concurrency,
+                retries: a.retries,
+                timeout: Duration::from_secs(a.timeout),
+                backoff: Duration::from_secs_f64(a.backoff.max(0.0)),
+            };
+            Some(http.client(url, model, &a.api_key_env)?)
         }
         _ => None,
     };
@@ -156,102 +148,7 @@ pub fn run(a: &BuildDataArgs) -> anyhow::Result<()> {
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        print!("{}", summary(&r));
+        print!("{}", r.summary());
     }
     Ok(())
-}
-
-/// The human-readable summary.
-pub fn summary(r: &BuildReport) -> String {
-    use super::table::Table;
-    let mut s = String::new();
-    s += &format!(
-        "read {} documents ({} tokens) from {} files; {} unreadable records, {} other files ignored\n",
-        r.documents,
-        r.document_tokens,
-        r.files,
-        r.unreadable.len(),
-        r.ignored_files
-    );
-    for u in r.unreadable.iter().take(10) {
-        s += &format!("  skipped {}: {}\n", u.location, u.reason);
-    }
-    if r.unreadable.len() > 10 {
-        s += &format!("  … and {} more (see the report)\n", r.unreadable.len() - 10);
-    }
-    let mut t = Table::new(
-        ["source", "documents", "too short", "too long", "duplicates", "kept", "jobs"]
-            .map(String::from)
-            .to_vec(),
-    );
-    for (name, x) in &r.sources {
-        t.row(vec![
-            name.clone(),
-            x.documents.to_string(),
-            x.too_short.to_string(),
-            x.too_long.to_string(),
-            x.duplicates.to_string(),
-            x.kept.to_string(),
-            x.jobs.to_string(),
-        ]);
-    }
-    s += &t.render();
-    for d in r.duplicates.iter().take(10) {
-        let how = if d.exact { "exact".to_string() } else { format!("similarity {:.2}", d.similarity) };
-        s += &format!("  duplicate: {} of {} ({how})\n", d.doc_id, d.duplicate_of);
-    }
-    if r.dry_run {
-        s += &format!("dry run: {} jobs planned, nothing sent\n", r.jobs_planned);
-        return s;
-    }
-    s += &format!(
-        "jobs: {} planned, {} already done, {} run → {} written, {} skipped{}\n",
-        r.jobs_planned,
-        r.jobs_already_done,
-        r.jobs_run,
-        r.written,
-        r.skipped_jobs.len(),
-        if r.skipped.is_empty() {
-            String::new()
-        } else {
-            format!(
-                " ({})",
-                r.skipped.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join(", ")
-            )
-        }
-    );
-    s += &format!(
-        "spent {} requests, {} prompt + {} completion tokens; {:.1} jobs/s; {:.1} s in all\n",
-        r.requests, r.prompt_tokens, r.completion_tokens, r.jobs_per_s, r.timing.total_s
-    );
-    let o = &r.output;
-    let tasks: std::collections::BTreeSet<&String> =
-        o.by_source_task.values().flat_map(|m| m.keys()).collect();
-    let mut header = vec!["source".to_string()];
-    header.extend(tasks.iter().map(|t| t.to_string()));
-    header.push("total".into());
-    let mut t = Table::new(header);
-    for (src, m) in &o.by_source_task {
-        let mut row = vec![src.clone()];
-        row.extend(tasks.iter().map(|t| m.get(*t).copied().unwrap_or(0).to_string()));
-        row.push(m.values().sum::<usize>().to_string());
-        t.row(row);
-    }
-    s += &format!(
-        "{} now holds {} examples (mean {:.0} tokens):\n",
-        r.out.display(),
-        o.examples,
-        o.mean_tokens
-    );
-    s += &t.render();
-    let max = o.length_histogram.iter().map(|b| b.examples).max().unwrap_or(0).max(1);
-    for b in &o.length_histogram {
-        let range = match b.to {
-            Some(to) => format!("{}k–{}k", b.from / 1000, to / 1000),
-            None => format!("{}k+", b.from / 1000),
-        };
-        s += &format!("  {range:>9} {:>6} {}\n", b.examples, "█".repeat((b.examples * 40).div_ceil(max)));
-    }
-    s += &format!("report: {}\n", sidecar(&r.out, "report.json").display());
-    s
 }

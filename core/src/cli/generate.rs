@@ -9,6 +9,21 @@ use clap::Args;
 use crate::data::{Message, Role};
 use crate::infer::{ChatModel, ChatParams};
 
+/// A local chat model: shared by `generate` and `serve`.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Hugging Face model directory (e.g. a run's export/).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Tokenizer directory (default: the model directory).
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub backend: crate::backend::Backend,
+}
+
 /// Sampling flags shared by `generate` and `eval`.
 #[derive(Args, Debug, Clone)]
 pub struct SamplingArgs {
@@ -44,20 +59,13 @@ impl SamplingArgs {
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// Hugging Face model directory (e.g. a run's export/).
-    #[arg(long)]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// The user message; `-` reads it from stdin.
     #[arg(long)]
     pub prompt: String,
     #[arg(long)]
     pub system: Option<String>,
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    #[arg(long)]
-    pub chat_template: Option<PathBuf>,
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
     #[command(flatten)]
     pub sampling: SamplingArgs,
 }
@@ -69,13 +77,10 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
         messages.push(Message::new(Role::System, s.clone()));
     }
     messages.push(Message::new(Role::User, prompt));
-    let out = crate::with_backend!(a.backend.as_str(), |B, device| {
-        let m = ChatModel::<<B as AutodiffBackend>::InnerBackend>::load(
-            &a.model,
-            a.tokenizer.as_deref(),
-            a.chat_template.as_deref(),
-            &device,
-        )?;
+    let mm = &a.model;
+    let out = crate::with_backend!(mm.backend, |B, device| {
+        let (tok, template) = (mm.tokenizer.as_deref(), mm.chat_template.as_deref());
+        let m = ChatModel::<<B as AutodiffBackend>::InnerBackend>::load(&mm.model, tok, template, &device)?;
         let t0 = std::time::Instant::now();
         let mut stdout = std::io::stdout();
         let out = m.chat(&messages, &a.sampling.params(), |delta| {

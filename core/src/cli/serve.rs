@@ -1,7 +1,6 @@
 //! `core-cli serve`: an OpenAI-compatible endpoint for a local model.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
@@ -10,13 +9,8 @@ use crate::llm::server::{ServeConfig, serve};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    /// Hugging Face model directory (e.g. a run's export/).
-    #[arg(long)]
-    pub model: PathBuf,
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    #[arg(long)]
-    pub chat_template: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::generate::ModelArgs,
     /// Address to bind; loopback by default (use 0.0.0.0 deliberately to expose it).
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,
@@ -26,8 +20,6 @@ pub struct ServeArgs {
     /// Model name in /v1/models and responses (default: the directory name).
     #[arg(long)]
     pub name: Option<String>,
-    #[arg(long, default_value = "cpu")]
-    pub backend: String,
     /// Largest request body, in MiB.
     #[arg(long, default_value_t = 32)]
     pub max_body_mib: usize,
@@ -40,20 +32,11 @@ pub struct ServeArgs {
 }
 
 pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
-    let name = a.name.clone().unwrap_or_else(|| {
-        let dir = std::fs::canonicalize(&a.model).unwrap_or_else(|_| a.model.clone());
-        let last = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        // A run's export/ is better named after its run.
-        if last == "export" {
-            dir.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or(last)
-        } else {
-            last
-        }
-    });
+    let name = a.name.clone().unwrap_or_else(|| crate::llm::server::model_name(&a.model.model));
     let cfg = ServeConfig {
-        model_dir: a.model.clone(),
-        tokenizer: a.tokenizer.clone(),
-        chat_template: a.chat_template.clone(),
+        model_dir: a.model.model.clone(),
+        tokenizer: a.model.tokenizer.clone(),
+        chat_template: a.model.chat_template.clone(),
         model_name: name.clone(),
         addr: SocketAddr::new(a.host, a.port),
         max_body_bytes: a.max_body_mib << 20,
@@ -61,7 +44,7 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
         max_new_tokens: a.max_new_tokens,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    crate::with_backend!(a.backend.as_str(), |B, device| rt.block_on(serve::<
+    crate::with_backend!(a.model.backend, |B, device| rt.block_on(serve::<
         <B as AutodiffBackend>::InnerBackend,
     >(
         cfg,

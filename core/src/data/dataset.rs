@@ -5,7 +5,7 @@ use std::path::Path;
 
 use super::formats::{self, DataError, Format};
 use super::{Example, ModelTokenizer, Tokenized};
-use crate::batch::{Item, Overlong};
+use crate::plan::{Item, Overlong};
 
 /// Examples of one file with their tokens. Example `i` is planner item `i`.
 #[derive(Debug)]
@@ -30,6 +30,33 @@ impl TokenizedDataset {
     ) -> Result<Self, DataError> {
         let report = formats::read_file(path, format, skip_invalid)?;
         Self::from_report(&path.display().to_string(), report, skip_invalid, tok)
+    }
+
+    /// Reads and tokenizes `path`, or the bundled sample (`datasets/sample/train.jsonl`, embedded in
+    /// the binary) when there is none: what every command does without `--data`.
+    pub fn load_or_sample(
+        path: Option<&Path>,
+        format: Option<Format>,
+        skip_invalid: bool,
+        tok: &ModelTokenizer,
+    ) -> Result<Self, DataError> {
+        match path {
+            Some(p) => Self::load(p, format, skip_invalid, tok),
+            None => Self::embedded("<embedded sample>", super::synth::TRAIN_JSONL, format, skip_invalid, tok),
+        }
+    }
+
+    /// Reads and tokenizes JSON-lines text held in memory (the embedded sample and eval split),
+    /// `name` labelling it in errors and reports.
+    pub fn embedded(
+        name: &str,
+        text: &str,
+        format: Option<Format>,
+        skip_invalid: bool,
+        tok: &ModelTokenizer,
+    ) -> Result<Self, DataError> {
+        let report = formats::read_str(name, text, format, skip_invalid)?;
+        Self::from_report(name, report, skip_invalid, tok)
     }
 
     /// Tokenizes records already read (e.g. the embedded sample).

@@ -173,10 +173,96 @@ pub fn find_duplicates(texts: &[&str], cfg: &DedupeConfig) -> Vec<Duplicate> {
     out
 }
 
+/// A record dropped as a duplicate, by 1-based line of the data file.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DroppedRecord {
+    pub line: usize,
+    pub duplicate_of_line: usize,
+    pub similarity: f64,
+    pub exact: bool,
+}
+
+/// What [`dedupe_file`] did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DedupeReport {
+    pub records: usize,
+    pub kept: usize,
+    pub exact_duplicates: usize,
+    pub near_duplicates: usize,
+    pub skipped_invalid: usize,
+    pub dropped: Vec<DroppedRecord>,
+}
+
+impl DedupeReport {
+    /// One line of counts, then one line per dropped record.
+    pub fn render(&self, threshold: f64, out: &std::path::Path) -> String {
+        let mut s = format!(
+            "{} records: kept {}, dropped {} exact and {} near duplicates (threshold {threshold}) → {}\n",
+            self.records,
+            self.kept,
+            self.exact_duplicates,
+            self.near_duplicates,
+            out.display()
+        );
+        for d in &self.dropped {
+            let how = if d.exact { "exact".to_string() } else { format!("similarity {:.2}", d.similarity) };
+            s += &format!("  line {} duplicates line {} ({how})\n", d.line, d.duplicate_of_line);
+        }
+        s
+    }
+}
+
+/// Drops exact and near-duplicate records of `data` (compared on all their message text), keeping
+/// the first of each group, and writes the rest to `out` in the messages format.
+pub fn dedupe_file(
+    data: &std::path::Path,
+    out: &std::path::Path,
+    threshold: f64,
+    skip_invalid: bool,
+) -> anyhow::Result<DedupeReport> {
+    if !(0.0..=1.0).contains(&threshold) {
+        anyhow::bail!("--threshold must be within 0–1");
+    }
+    let r = super::read_file(data, None, skip_invalid)?;
+    let texts: Vec<String> = r
+        .examples
+        .iter()
+        .map(|(_, e)| e.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n"))
+        .collect();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let dups = find_duplicates(&refs, &DedupeConfig { threshold, ..DedupeConfig::default() });
+    let dropped: std::collections::HashSet<usize> = dups.iter().map(|d| d.index).collect();
+    let kept: Vec<super::Example> = r
+        .examples
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !dropped.contains(i))
+        .map(|(_, (_, e))| e.clone())
+        .collect();
+    crate::util::write_atomic(out, super::synth::to_jsonl(&kept).as_bytes())?;
+    let line_of = |i: usize| r.examples[i].0;
+    Ok(DedupeReport {
+        records: r.examples.len(),
+        kept: kept.len(),
+        exact_duplicates: dups.iter().filter(|d| d.exact).count(),
+        near_duplicates: dups.iter().filter(|d| !d.exact).count(),
+        skipped_invalid: r.skipped.len(),
+        dropped: dups
+            .iter()
+            .map(|d| DroppedRecord {
+                line: line_of(d.index),
+                duplicate_of_line: line_of(d.of),
+                similarity: d.similarity,
+                exact: d.exact,
+            })
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::batch::rng::SplitMix64;
+    use crate::util::rng::SplitMix64;
 
     /// A random "document" of n words from a 2,000-word vocabulary.
     fn doc(seed: u64, n: usize) -> String {

@@ -5,15 +5,14 @@
 //!                                                                                        ids + targets
 //! ```
 
-#[cfg(feature = "native")]
-pub mod build;
 pub mod builtin;
 pub mod dataset;
 pub mod dedupe;
-pub mod documents;
 pub mod formats;
-#[cfg(feature = "native")]
-pub mod self_instruct;
+pub mod mix;
+pub mod plan_input;
+pub mod source;
+pub mod stats;
 pub mod synth;
 pub mod template;
 pub mod tokenize;
@@ -22,6 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use dataset::TokenizedDataset;
 pub use formats::{DataError, Format, ReadReport, read_file};
+pub use source::DataSource;
 pub use template::ChatTemplate;
 pub use tokenize::{ModelTokenizer, Tokenized};
 

@@ -14,7 +14,7 @@
 //! regenerates `datasets/sample/*.jsonl` byte for byte (a test checks it).
 
 use super::{Example, Message, Role};
-use crate::batch::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// Sentences of the filler, from the passkey test.
 const FILLER: [&str; 5] =

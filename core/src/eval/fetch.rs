@@ -45,6 +45,15 @@ pub enum Fetched {
 }
 
 /// Makes sure every file is in `dir` with the expected checksum (`expected` overrides the pinned
+/// `NAME=SHA1` (a `--checksum` override): the file name and the 40-digit hex git blob SHA-1.
+pub fn parse_checksum(s: &str) -> Result<(String, String), String> {
+    let (n, h) = s.split_once('=').ok_or("expected NAME=SHA1")?;
+    if h.len() != 40 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{h:?} is not a 40-digit hex SHA-1"));
+    }
+    Ok((n.to_string(), h.to_ascii_lowercase()))
+}
+
 /// ones, e.g. for a mirror at another revision). `offline` refuses to download.
 pub fn fetch(
     dir: &Path,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
-use crate::batch::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// Where to send requests and how hard to try.
 #[derive(Clone)]
@@ -58,6 +58,38 @@ impl ClientConfig {
     pub fn with_key_from_env(mut self, name: &str) -> Self {
         self.api_key = std::env::var(name).ok().filter(|k| !k.is_empty());
         self
+    }
+
+    /// The same endpoint, trying as hard as `http` says.
+    pub fn with_http(self, http: Http) -> Self {
+        Self {
+            timeout: http.timeout,
+            max_retries: http.retries,
+            backoff: http.backoff,
+            concurrency: http.concurrency.max(1),
+            ..self
+        }
+    }
+}
+
+/// How hard a client tries: what every command that talks to an endpoint lets the user set.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Http {
+    /// Requests in flight at once.
+    pub concurrency: usize,
+    /// Retries after the first attempt (429, 5xx, timeouts), with exponential backoff and jitter.
+    pub retries: u32,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// First backoff (doubles per retry).
+    pub backoff: Duration,
+}
+
+impl Http {
+    /// A client for `url` serving `model`, its key read from the environment variable `key_env`
+    /// (never printed or written anywhere).
+    pub fn client(self, url: &str, model: &str, key_env: &str) -> anyhow::Result<Client> {
+        Client::new(ClientConfig::new(url, model).with_key_from_env(key_env).with_http(self))
     }
 }
 

@@ -4,4 +4,4 @@
 pub mod client;
 pub mod server;
 
-pub use client::{ChatMessage, ChatReply, ChatRequest, Client, ClientConfig, ClientError};
+pub use client::{ChatMessage, ChatReply, ChatRequest, Client, ClientConfig, ClientError, Http};

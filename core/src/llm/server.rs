@@ -321,3 +321,15 @@ where
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }
+
+/// The name a served model goes by without `--name`: its directory's, or for a run's `export/`,
+/// the run's.
+pub fn model_name(dir: &std::path::Path) -> String {
+    let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let last = dir.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    if last == "export" {
+        dir.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or(last)
+    } else {
+        last
+    }
+}

@@ -7,8 +7,10 @@ use burn::tensor::backend::Backend;
 use burn::tensor::cast::ToElement;
 
 use super::config::LlamaConfig;
-use super::llama::{KvCache, Llama, PackedRows};
-use crate::batch::rng::SplitMix64;
+use super::kv_cache::KvCache;
+use super::llama::Llama;
+use super::packed::PackedRows;
+use crate::util::rng::SplitMix64;
 
 /// How to pick tokens and when to stop.
 #[derive(Debug, Clone)]

@@ -15,8 +15,9 @@ use burn::tensor::{Tensor, TensorData};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 
+use super::attention::Attention;
 use super::config::LlamaConfig;
-use super::llama::{Attention, Block, Llama, Mlp, RmsNorm};
+use super::llama::{Block, Llama, Mlp, RmsNorm};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {

@@ -1,15 +1,24 @@
-//! Llama-family models on Burn: configuration, rotary embeddings, the decoder, the weighted loss,
-//! and Hugging Face load/export.
+//! Llama-family models on Burn: configuration (`config`), the decoder (`llama`: norm → MLP → block →
+//! model, one forward) with its attention, packed rows, rotary, KV cache and initialisation in
+//! files of their own, the weighted loss, mixed precision, generation, and Hugging Face
+//! load/export.
 
+pub mod attention;
 pub mod config;
 pub mod generate;
+pub mod init;
+pub mod kv_cache;
 pub mod llama;
 #[cfg(feature = "native")]
 pub mod load;
 pub mod loss;
+pub mod packed;
 pub mod precision;
 pub mod rope;
 
+pub use attention::AttentionMode;
 pub use config::{Architecture, LlamaConfig, RopeScaling};
-pub use llama::{AttentionMode, KvCache, Llama, PackedRows};
+pub use kv_cache::KvCache;
+pub use llama::{Input, Llama};
+pub use packed::PackedRows;
 pub use precision::Precision;

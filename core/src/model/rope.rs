@@ -1,5 +1,6 @@
 //! Rotary position embeddings: inverse frequencies for every scaling type of Hugging Face configs,
-//! and cos/sin tables. Plain f32/f64 maths here; the model gathers rows of the tables by position.
+//! cos/sin tables (plain f32/f64 maths), and [`Rotary`]: the tables gathered at each token's
+//! position as tensors, applied to queries and keys.
 //!
 //! Arithmetic follows transformers' `ROPE_INIT_FUNCTIONS` so logits match: inverse frequencies are
 //! rounded to f32, angles are f32 products `position × inv_freq`, and cos/sin are multiplied by the
@@ -7,7 +8,11 @@
 
 use std::f64::consts::PI;
 
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
 use super::config::{LlamaConfig, RopeScaling};
+use super::packed::PackedRows;
 
 /// Inverse frequencies (head_dim / 2 of them) and the cos/sin scaling, for sequences whose largest
 /// position is `max_position` (only dynamic NTK depends on it).
@@ -109,6 +114,54 @@ pub fn tables(inv_freq: &[f32], scale: f32, positions: usize) -> (Vec<f32>, Vec<
         }
     }
     (cos, sin)
+}
+
+/// Rotary tables gathered at each token's position.
+pub struct Rotary<B: Backend> {
+    /// `[batch, 1, seq, head_dim]`
+    pub cos: Tensor<B, 4>,
+    /// `[batch, 1, seq, head_dim]`
+    pub sin: Tensor<B, 4>,
+}
+
+impl<B: Backend> Rotary<B> {
+    pub fn new(cfg: &LlamaConfig, rows: &PackedRows, device: &B::Device) -> Self {
+        Self::at(cfg, &rows.positions(), [rows.rows, rows.row_len], device)
+    }
+
+    /// Tables at explicit positions, laid out as `[batch, seq]` (generation: the new tokens of a
+    /// cached sequence start at the cache length, not at 0).
+    pub fn at(cfg: &LlamaConfig, positions: &[u32], [batch, seq]: [usize; 2], device: &B::Device) -> Self {
+        let max_pos = positions.iter().copied().max().unwrap_or(0) as usize;
+        let (inv, scale) = inv_freq(cfg, max_pos);
+        let (cos_t, sin_t) = tables(&inv, scale, max_pos + 1);
+        let hd = cfg.head_dim;
+        let gather = |t: &[f32]| -> Vec<f32> {
+            positions
+                .iter()
+                .flat_map(|&p| t[p as usize * hd..(p as usize + 1) * hd].iter().copied())
+                .collect()
+        };
+        let shape = [batch, 1, seq, hd];
+        Self {
+            cos: Tensor::from_data(TensorData::new(gather(&cos_t), shape), device),
+            sin: Tensor::from_data(TensorData::new(gather(&sin_t), shape), device),
+        }
+    }
+
+    /// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the two halves of head_dim.
+    /// The tables are computed in f32 and used in `x`'s dtype (as transformers does).
+    ///
+    /// # Shapes
+    /// - x: `[batch, heads, seq, head_dim]` → same
+    pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let d = x.dims()[3];
+        let x1 = x.clone().narrow(3, 0, d / 2);
+        let x2 = x.clone().narrow(3, d / 2, d / 2);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        let dtype = x.dtype();
+        x * self.cos.clone().cast(dtype) + rotated * self.sin.clone().cast(dtype)
+    }
 }
 
 #[cfg(test)]

@@ -96,3 +96,17 @@ pub fn load<B: AutodiffBackend, O: Optimizer<Llama<B>, B>>(
         .with_context(|| format!("{}: loading optimizer", ck.display()))?;
     Ok((model, optim.load_record(record), step))
 }
+
+/// Exports the last checkpoint of the run in `run` as a Hugging Face directory `out` (on the CPU
+/// backend: export is a copy of weights, no compute). Returns the step it held.
+pub fn export_latest(run: &super::RunDir, out: &Path) -> anyhow::Result<usize> {
+    let cfg = run.read_config()?;
+    let ck = latest(&run.path)?.with_context(|| format!("{}: no checkpoint", run.path.display()))?;
+    type B = burn::backend::Autodiff<burn::backend::Flex>;
+    let device = Default::default();
+    let (mcfg, model) = super::run_model::<B>(&cfg, &device)?;
+    let optim = burn::optim::AdamWConfig::new().init::<B, Llama<B>>();
+    let (model, _, step) = load::<B, _>(&ck, model, optim, &device)?;
+    super::export(&burn::module::AutodiffModule::valid(&model), &mcfg, &cfg, out)?;
+    Ok(step)
+}

@@ -8,10 +8,10 @@ use burn::optim::{AdamW, AdamWConfig};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 
-use crate::batch::PlanConfig;
 use crate::data::ModelTokenizer;
 use crate::data::formats::Format;
 use crate::model::{Llama, LlamaConfig};
+use crate::plan::PlanConfig;
 
 /// Everything that determines a run; saved as `RUN_DIR/config.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,7 +44,7 @@ pub struct TrainConfig {
     pub loss_chunk: usize,
     /// Seed of the model initialisation (presets); the plan has its own in `plan.seed`.
     pub init_seed: u64,
-    pub backend: String,
+    pub backend: crate::backend::Backend,
     /// Burn's balanced activation checkpointing (recompute memory-bound activations).
     #[serde(default)]
     pub activation_checkpointing: bool,
@@ -82,7 +82,7 @@ impl TrainConfig {
             checkpoint_every: None,
             loss_chunk: 1024,
             init_seed: 0,
-            backend: "cpu".into(),
+            backend: crate::backend::Backend::Cpu,
             activation_checkpointing: false,
             seq_bucket: None,
             attention: Default::default(),
@@ -100,12 +100,14 @@ impl TrainConfig {
         if self.precision.supported::<B>(device) {
             return Ok(());
         }
-        let hint = match self.backend.as_str() {
-            "wgpu" | "webgpu" => " (WGSL has no bf16; f16 needs an adapter with shader-f16)",
+        let hint = match self.backend {
+            crate::backend::Backend::Wgpu | crate::backend::Backend::Webgpu => {
+                " (WGSL has no bf16; f16 needs an adapter with shader-f16)"
+            }
             _ => "",
         };
         anyhow::bail!(
-            "--precision {} is not supported by backend {:?} on device {device:?}: use --precision f32{hint}",
+            "--precision {} is not supported by backend \"{}\" on device {device:?}: use --precision f32{hint}",
             self.precision,
             self.backend
         )

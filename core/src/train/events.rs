@@ -45,6 +45,32 @@ pub struct StepEvent {
     pub elapsed_s: f64,
 }
 
+impl StepEvent {
+    /// The event of a step the trainer reported, `elapsed_s` after the run (or resume) started.
+    pub fn of(r: &super::StepReport, elapsed_s: f64) -> Self {
+        let c = r.counts;
+        Self {
+            v: SCHEMA_VERSION,
+            step: r.step,
+            epoch: r.epoch,
+            loss: r.loss,
+            lr: r.lr,
+            grad_norm: r.grad_norm,
+            useful_tokens: c.useful_tokens,
+            padded_tokens: c.padded_tokens,
+            target_tokens: c.target_tokens,
+            sequences: c.sequences,
+            rows: c.rows,
+            useful_tok_per_s: c.useful_tokens as f64 / r.step_s,
+            padded_tok_per_s: c.padded_tokens as f64 / r.step_s,
+            occupancy: c.useful_tokens as f64 / c.padded_tokens.max(1) as f64,
+            seqs_per_row: c.sequences as f64 / c.rows.max(1) as f64,
+            step_s: r.step_s,
+            elapsed_s,
+        }
+    }
+}
+
 /// Reads an `events.jsonl`, skipping nothing: a bad line is an error naming it.
 pub fn read_events(path: &std::path::Path) -> anyhow::Result<Vec<StepEvent>> {
     use anyhow::Context;

@@ -1,29 +1,45 @@
-//! Training: the run the CLI starts (`run`: files, checkpoints, data parallel), the step every
-//! trainer shares (`step`), and an in-memory session for the app (`session`).
+//! Training. One [`Trainer`] (`trainer.rs`) owns model, optimizer and plan and takes one step per
+//! call; `run.rs` wraps it in files, checkpoints, events and data parallelism (`core-cli train`),
+//! `session.rs` gives it to the app and the browser bare. Around them: the run's configuration
+//! and folder (`config`, `run_dir`), the launch topology (`launch`, `parallel`), the step's halves
+//! (`step`, `grads`, `schedule`), the model's inputs from a plan (`inputs`), checkpoints and
+//! events, teacher-forced scoring and the embedded default (`demo`).
 
-pub mod batch;
 pub mod config;
 pub mod grads;
+pub mod inputs;
 pub mod schedule;
 pub mod session;
 pub mod step;
+pub mod trainer;
 
 #[cfg(feature = "native")]
 pub mod checkpoint;
 #[cfg(feature = "native")]
+pub mod demo;
+#[cfg(feature = "native")]
 pub mod events;
+#[cfg(feature = "native")]
+pub mod launch;
 #[cfg(feature = "native")]
 pub mod parallel;
 #[cfg(feature = "native")]
 mod run;
 #[cfg(feature = "native")]
+pub mod run_dir;
+#[cfg(feature = "native")]
 pub mod teacher_forced;
 
 pub use config::{TrainConfig, adamw, init_preset, pad_id};
 #[cfg(feature = "native")]
+pub use launch::{LaunchOptions, Topology};
+#[cfg(feature = "native")]
 pub use parallel::Launch;
 #[cfg(feature = "native")]
 pub use run::*;
+#[cfg(feature = "native")]
+pub use run_dir::RunDir;
+pub use trainer::{StepReport, Trainer};
 
 /// For tests: the embedded default's configuration, its fresh tiny model on the CPU backend, the
 /// bundled sample and its plan (packed 2,048-token rows, sequence-weighted loss).
@@ -32,7 +48,7 @@ pub(crate) struct EmbeddedRun {
     pub cfg: TrainConfig,
     pub mcfg: crate::model::LlamaConfig,
     pub model: crate::model::Llama<session::CpuBackend>,
-    pub plan: crate::batch::Plan,
+    pub plan: crate::plan::Plan,
     pub ds: crate::data::TokenizedDataset,
 }
 
@@ -44,7 +60,7 @@ impl EmbeddedRun {
         let tok = run_tokenizer(&cfg).unwrap();
         let ds = run_data(&cfg, &tok).unwrap();
         let (items, _) = ds.items(cfg.plan.length_limit(), cfg.plan.overlong);
-        let plan = crate::batch::plan(&items, &cfg.plan).unwrap();
+        let plan = crate::plan::plan(&items, &cfg.plan).unwrap();
         Self { cfg, mcfg, model, plan, ds }
     }
 }

@@ -1,29 +1,29 @@
-//! The training run: plan → for each step, each rank's micro-batches forward/backward with the
-//! plan's weights → (sum over ranks) → global-norm clip → AdamW → log → checkpoint. Flat on
-//! purpose: one screen of code is the whole algorithm.
+//! The training run `core-cli train` starts: configuration and run folder → data, plan and one
+//! replica per device → one [`Trainer`] per rank (its reduction: the sum over ranks) → each step
+//! logged to `events.jsonl` and checkpointed → the model exported. Flat on purpose.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use anyhow::{Context, bail};
 use burn::module::AutodiffModule;
-use burn::optim::Optimizer;
 use burn::tensor::backend::AutodiffBackend;
 use serde::Serialize;
 
-use crate::batch as planner;
-use crate::data::formats::read_str;
-use crate::data::{ModelTokenizer, TokenizedDataset, builtin, synth};
+use crate::data::{ModelTokenizer, Tokenized, TokenizedDataset, builtin};
 use crate::model::load::{load_hf, save_hf};
 use crate::model::{Llama, LlamaConfig};
+use crate::plan::Plan;
 
 use super::events::{self, StepEvent};
 use super::parallel::{self, Launch};
-use super::{TrainConfig, batch, checkpoint, schedule, step as one_step};
+use super::{RunDir, TrainConfig, Trainer, checkpoint, trainer};
 
-/// What a finished run reports.
-#[derive(Debug, Clone, Serialize)]
+/// What a finished run reports (`--summary-json`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct RunSummary {
     pub steps: usize,
     pub first_loss: f64,
@@ -34,14 +34,6 @@ pub struct RunSummary {
     pub export_dir: PathBuf,
     /// Peak resident memory of the process so far (Linux `VmHWM`), if known.
     pub peak_rss_bytes: Option<u64>,
-}
-
-/// Peak resident set size of this process (Linux; `None` elsewhere).
-pub fn peak_rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// The tokenizer directory of a run: `--tokenizer`, else the model directory; `None` = built-in
@@ -61,13 +53,7 @@ pub fn run_tokenizer(cfg: &TrainConfig) -> anyhow::Result<ModelTokenizer> {
 
 /// The run's training data, tokenized.
 pub fn run_data(cfg: &TrainConfig, tok: &ModelTokenizer) -> anyhow::Result<TokenizedDataset> {
-    Ok(match &cfg.data {
-        Some(p) => TokenizedDataset::load(p, cfg.format, cfg.skip_invalid, tok)?,
-        None => {
-            let r = read_str("<embedded sample>", synth::TRAIN_JSONL, cfg.format, cfg.skip_invalid)?;
-            TokenizedDataset::from_report("<embedded sample>", r, cfg.skip_invalid, tok)?
-        }
-    })
+    Ok(TokenizedDataset::load_or_sample(cfg.data.as_deref(), cfg.format, cfg.skip_invalid, tok)?)
 }
 
 /// The run's model: a fresh preset or a Hugging Face directory.
@@ -98,13 +84,12 @@ struct Run {
     cfg: TrainConfig,
     out: PathBuf,
     quiet: bool,
-    plan: planner::Plan,
-    tokens: Vec<crate::data::Tokenized>,
+    plan: Arc<Plan>,
+    tokens: Arc<Vec<Tokenized>>,
     pad_id: u32,
     mcfg: LlamaConfig,
     start: usize,
     total: usize,
-    warmup: usize,
     world: usize,
     nodes: usize,
     node_rank: usize,
@@ -128,7 +113,7 @@ pub fn train_on<B: AutodiffBackend>(
         && !crate::model::AttentionMode::kernel_supported::<B>()
     {
         bail!(
-            "--attention varlen needs the varlen kernel, which backend {:?} does not have: use \
+            "--attention varlen needs the varlen kernel, which backend \"{}\" does not have: use \
              --attention auto (per-sequence tensor ops here)",
             cfg.backend
         );
@@ -146,35 +131,25 @@ pub fn train_on<B: AutodiffBackend>(
         );
     }
     let writer = launch.node_rank == 0;
-    let config_path = out.join("config.toml");
+    let dir = RunDir::new(out);
     if resume {
-        let saved: TrainConfig = toml::from_str(
-            &std::fs::read_to_string(&config_path)
-                .with_context(|| format!("reading {}", config_path.display()))?,
-        )
-        .with_context(|| format!("{}: not a run config", config_path.display()))?;
-        if saved != *cfg {
+        if dir.read_config()? != *cfg {
             bail!(
                 "{}: the run was started with another configuration; resume it without changing options",
-                config_path.display()
+                dir.config().display()
             );
         }
-    } else if writer && out.join("events.jsonl").exists() {
+    } else if writer && dir.has_run() {
         bail!("{} already holds a run: use --resume {} or another --out", out.display(), out.display());
     }
     if writer {
-        std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-        crate::util::write_atomic(&config_path, toml::to_string(cfg)?.as_bytes())?;
+        dir.write_config(cfg)?;
     }
 
     let tok = run_tokenizer(cfg)?;
     let ds = run_data(cfg, &tok)?;
-    if ds.is_empty() {
-        bail!("{}: no usable examples", ds.file);
-    }
-    let (items, truncated) = ds.items(cfg.plan.length_limit(), cfg.plan.overlong);
-    let plan = planner::plan(&items, &cfg.plan)?;
-    let total = cfg.max_steps.map_or(plan.steps.len(), |m| m.min(plan.steps.len()));
+    let (plan, truncated) = trainer::plan_dataset(cfg, &ds)?;
+    let total = trainer::total_steps(cfg, &plan);
     let pad_id = super::pad_id(&tok);
 
     // One replica per device, built one after another: a seeded init must not interleave with
@@ -193,11 +168,9 @@ pub fn train_on<B: AutodiffBackend>(
         mcfg = Some(mc);
     }
     let mcfg = mcfg.expect("at least one device");
-    if ds.tokens.iter().flat_map(|t| &t.ids).any(|&id| id as usize >= mcfg.vocab_size) {
-        bail!("the tokenizer produces ids beyond the model's vocab_size {}", mcfg.vocab_size);
-    }
+    trainer::check_vocab(&ds.tokens, &mcfg)?;
     if resume && writer {
-        events::truncate_after(&out.join("events.jsonl"), start)?;
+        events::truncate_after(&dir.events(), start)?;
     }
     if !quiet && writer {
         eprintln!(
@@ -236,13 +209,12 @@ pub fn train_on<B: AutodiffBackend>(
     } else {
         None
     };
-    let run = std::sync::Arc::new(Run {
+    let run = Arc::new(Run {
         cfg: cfg.clone(),
         out: out.to_path_buf(),
         quiet,
-        warmup: schedule::warmup_steps(cfg.warmup_ratio, total),
-        plan,
-        tokens: ds.tokens,
+        plan: Arc::new(plan),
+        tokens: Arc::new(ds.tokens),
         pad_id,
         mcfg,
         start,
@@ -291,14 +263,14 @@ pub fn train_on<B: AutodiffBackend>(
     summary.context("rank 0 ended without a summary")
 }
 
-/// One rank's training loop: its micro-batches of each step → sum of gradients over ranks → clip →
-/// AdamW. Global rank 0 logs, checkpoints and exports.
+/// One rank's training loop: a [`Trainer`] whose reduction sums gradients and loss over ranks.
+/// Global rank 0 logs, checkpoints and exports.
 fn run_rank<B: AutodiffBackend>(
     run: &Run,
     local: usize,
     device: B::Device,
-    mut model: Llama<B>,
-    mut optim: impl Optimizer<Llama<B>, B>,
+    model: Llama<B>,
+    optim: trainer::AdamWOf<B>,
 ) -> anyhow::Result<RunSummary> {
     let (cfg, out) = (&run.cfg, run.out.as_path());
     let rank = run.node_rank * run.devices_per_node + local;
@@ -325,6 +297,26 @@ fn run_rank<B: AutodiffBackend>(
         }
         None => None,
     };
+    let mut trainer = Trainer::new(
+        cfg,
+        run.mcfg.clone(),
+        model,
+        optim,
+        run.plan.clone(),
+        run.tokens.clone(),
+        run.pad_id,
+        device,
+        rank,
+        run.start,
+    );
+    // The weights are global, so each rank's gradient is its share of the one loss: sum.
+    let mut reduce = |model: &Llama<B>, grads, loss: f64, s: usize| match &peer {
+        Some(peer) => Ok((
+            peer.sum_grads(model, grads, s + 1)?,
+            peer.sum(&[loss as f32], &format!("loss all-reduce of step {}", s + 1))?[0] as f64,
+        )),
+        None => Ok((grads, loss)),
+    };
     let quiet = run.quiet || !lead;
     let bar =
         if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(run.total as u64) };
@@ -336,64 +328,27 @@ fn run_rank<B: AutodiffBackend>(
     );
     bar.set_position(run.start as u64);
     let mut log = if lead {
-        Some(std::fs::OpenOptions::new().create(true).append(true).open(out.join("events.jsonl"))?)
+        Some(std::fs::OpenOptions::new().create(true).append(true).open(RunDir::new(out).events())?)
     } else {
         None
     };
     let t0 = Instant::now();
     let (mut first_loss, mut last_loss, mut useful_all, mut padded_all) = (f64::NAN, f64::NAN, 0u64, 0u64);
-    let opts = one_step::LossOptions::new(cfg.loss_chunk, cfg.seq_bucket, cfg.attention)
-        .with_precision(cfg.precision);
-
-    for s in run.start..run.total {
-        let step = &run.plan.steps[s];
-        let ts = Instant::now();
-        // With one rank this is every micro-batch of the step (the plan's `devices` is 1).
-        let mine = step.micro_batches.iter().filter(|mb| mb.device == rank);
-        let (mut loss, mut grads) =
-            one_step::gradients(&model, &run.mcfg, mine, &run.tokens, run.pad_id, opts, &device);
-        if let Some(peer) = &peer {
-            // The weights are global, so each rank's gradient is its share of the one loss: sum.
-            grads = peer.sum_grads(&model, grads, s + 1)?;
-            loss = peer.sum(&[loss as f32], &format!("loss all-reduce of step {}", s + 1))?[0] as f64;
-        }
-        let lr = schedule::cosine_with_warmup(cfg.lr, s, run.total, run.warmup);
-        // Every rank clips by the same norm of the same summed gradients: identical steps.
-        let grad_norm;
-        (model, grad_norm) = one_step::update(model, &mut optim, grads, cfg.clip_norm, lr);
-        let step_s = ts.elapsed().as_secs_f64();
-        let c = batch::Counts::of_step(step, &run.tokens);
+    while let Some(r) = trainer.step_with(&mut reduce)? {
+        let c = r.counts;
         if first_loss.is_nan() {
-            first_loss = loss;
+            first_loss = r.loss;
         }
-        last_loss = loss;
+        last_loss = r.loss;
         (useful_all, padded_all) = (useful_all + c.useful_tokens, padded_all + c.padded_tokens);
-        let done = s + 1;
+        let done = r.step;
         if let Some(log) = &mut log {
-            let ev = StepEvent {
-                v: events::SCHEMA_VERSION,
-                step: done,
-                epoch: step.epoch,
-                loss,
-                lr,
-                grad_norm,
-                useful_tokens: c.useful_tokens,
-                padded_tokens: c.padded_tokens,
-                target_tokens: c.target_tokens,
-                sequences: c.sequences,
-                rows: c.rows,
-                useful_tok_per_s: c.useful_tokens as f64 / step_s,
-                padded_tok_per_s: c.padded_tokens as f64 / step_s,
-                occupancy: c.useful_tokens as f64 / c.padded_tokens.max(1) as f64,
-                seqs_per_row: c.sequences as f64 / c.rows.max(1) as f64,
-                step_s,
-                elapsed_s: t0.elapsed().as_secs_f64(),
-            };
+            let ev = StepEvent::of(&r, t0.elapsed().as_secs_f64());
             writeln!(log, "{}", serde_json::to_string(&ev)?)?;
             log.flush()?;
-            bar.set_message(format!("loss {loss:.4} · {:.0} useful tok/s", ev.useful_tok_per_s));
+            bar.set_message(format!("loss {:.4} · {:.0} useful tok/s", r.loss, ev.useful_tok_per_s));
             if cfg.checkpoint_every.is_some_and(|n| done % n == 0) || done == run.total {
-                checkpoint::save::<B, _>(out, done, &model, &optim)?;
+                checkpoint::save::<B, _>(out, done, trainer.model(), trainer.optimizer())?;
             }
         }
         bar.inc(1);
@@ -406,9 +361,9 @@ fn run_rank<B: AutodiffBackend>(
         }
     }
     bar.finish_and_clear();
-    let export_dir = out.join("export");
+    let export_dir = RunDir::new(out).export();
     if lead {
-        export(&model.valid(), &run.mcfg, cfg, &export_dir)?;
+        export(&trainer.model().valid(), &run.mcfg, cfg, &export_dir)?;
     }
     if let Some(peer) = peer {
         peer.finish()?;
@@ -421,7 +376,7 @@ fn run_rank<B: AutodiffBackend>(
         padded_tokens: padded_all,
         wall_s: t0.elapsed().as_secs_f64(),
         export_dir,
-        peak_rss_bytes: peak_rss_bytes(),
+        peak_rss_bytes: crate::util::mem::peak_rss_bytes(),
     })
 }
 

@@ -1,17 +1,17 @@
-//! One optimizer step, in two halves that every trainer shares (the CLI's loop, each
-//! data-parallel rank, the app's in-memory session): the gradients of some micro-batches, then
-//! clip + AdamW. Between the halves a data-parallel rank sums the gradients over ranks.
+//! One optimizer step in two halves, which [`super::Trainer`] puts together: the gradients of some
+//! micro-batches, then clip + AdamW. Between the halves a data-parallel rank sums the gradients
+//! over ranks.
 
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::cast::ToElement as _;
 
-use super::{batch, grads};
-use crate::batch::MicroBatch;
+use super::{grads, inputs};
 use crate::data::Tokenized;
 use crate::model::loss::weighted_cross_entropy_padded;
 use crate::model::{AttentionMode, Llama, LlamaConfig, Precision};
+use crate::plan::MicroBatch;
 
 /// How a step computes its loss.
 #[derive(Debug, Clone, Copy)]
@@ -38,26 +38,11 @@ impl LossOptions {
     }
 }
 
-/// Forward and backward over `micro_batches`, with the plan's loss weights: the summed loss
-/// (weights are global, so the sum is this share of the step's loss) and the summed gradients.
-/// A micro-batch whose weights are all zero (every answer truncated away) is skipped: its
-/// gradient is zero.
+/// Forward and backward over `micro_batches`, with the plan's loss weights: each micro-batch's
+/// loss as a one-element tensor (weights are global, so their sum is this share of the step's
+/// loss; nothing is read back: [`loss_sum`] does that) and the summed gradients. A micro-batch
+/// whose weights are all zero (every answer truncated away) is skipped: its gradient is zero.
 pub fn gradients<'a, B: AutodiffBackend>(
-    model: &Llama<B>,
-    mcfg: &LlamaConfig,
-    micro_batches: impl IntoIterator<Item = &'a MicroBatch>,
-    tokens: &[Tokenized],
-    pad_id: u32,
-    opts: LossOptions,
-    device: &B::Device,
-) -> (f64, GradientsParams) {
-    let (losses, grads) = gradients_deferred(model, mcfg, micro_batches, tokens, pad_id, opts, device);
-    (losses.into_iter().map(|l| l.into_scalar().to_f64()).sum(), grads)
-}
-
-/// [`gradients`] without reading anything back: each micro-batch's loss stays a one-element
-/// tensor (a browser's WebGPU can only read back asynchronously).
-pub fn gradients_deferred<'a, B: AutodiffBackend>(
     model: &Llama<B>,
     mcfg: &LlamaConfig,
     micro_batches: impl IntoIterator<Item = &'a MicroBatch>,
@@ -69,7 +54,7 @@ pub fn gradients_deferred<'a, B: AutodiffBackend>(
     let mut acc = GradientsAccumulator::<Llama<B>>::new();
     let mut losses = Vec::new();
     for mb in micro_batches {
-        let input = batch::build(mb, tokens, pad_id);
+        let input = inputs::build(mb, tokens, pad_id);
         if input.weights.iter().all(|&w| w == 0.0) {
             continue;
         }
@@ -90,6 +75,11 @@ pub fn gradients_deferred<'a, B: AutodiffBackend>(
         acc.accumulate(model, GradientsParams::from_grads(l.backward(), model));
     }
     (losses, acc.grads())
+}
+
+/// The losses of [`gradients`] read back and added up, in order.
+pub fn loss_sum<B: burn::tensor::backend::Backend>(losses: Vec<Tensor<B, 1>>) -> f64 {
+    losses.into_iter().map(|l| l.into_scalar().to_f64()).sum()
 }
 
 /// Global-norm clip (as `torch.nn.utils.clip_grad_norm_`, when `clip` is set) and one optimizer

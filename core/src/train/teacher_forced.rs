@@ -71,6 +71,16 @@ pub fn score_example<B: Backend>(
     }
 }
 
+/// Loads the Hugging Face model in `model_dir` and scores every example of `ds` (`core-cli score`).
+pub fn score_dataset<B: Backend>(
+    model_dir: &std::path::Path,
+    ds: &crate::data::TokenizedDataset,
+    device: &B::Device,
+) -> anyhow::Result<Vec<ExampleScore>> {
+    let (cfg, model) = crate::model::load::load_hf::<B>(model_dir, device)?;
+    Ok(ds.tokens.iter().enumerate().map(|(i, t)| score_example(&model, &cfg, t, i, device)).collect())
+}
+
 /// Aggregate of [`ExampleScore`]s per group (e.g. data source).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GroupScore {

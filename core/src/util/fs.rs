@@ -1,4 +1,4 @@
-//! Small shared helpers.
+//! Files written so that a crash never leaves half of one.
 
 use std::io::Write;
 use std::path::Path;

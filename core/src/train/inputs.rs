@@ -1,9 +1,9 @@
 //! From a planned micro-batch and the tokenized data to the model's inputs.
 
-use crate::batch::MicroBatch;
 use crate::data::Tokenized;
 use crate::model::PackedRows;
 use crate::model::loss::row_targets;
+use crate::plan::MicroBatch;
 
 /// One micro-batch ready for the model (its token counts: [`Counts::of`]).
 pub struct MicroBatchInput {
@@ -73,7 +73,7 @@ impl std::ops::Add for Counts {
 
 impl Counts {
     /// Every micro-batch of a step, all devices.
-    pub fn of_step(step: &crate::batch::Step, tokens: &[Tokenized]) -> Self {
+    pub fn of_step(step: &crate::plan::Step, tokens: &[Tokenized]) -> Self {
         step.micro_batches.iter().fold(Counts::default(), |c, mb| c + Counts::of(mb, tokens))
     }
 

@@ -1,7 +1,7 @@
 //! Synthetic length mixes for what-if planning, benchmarks and tests.
 
 use super::Item;
-use super::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// A LongAlign-like mix: `n_long` documents of 8k–64k tokens (log-uniform, so long-tailed) and
 /// `n_short` chats of 64–2k tokens, shuffled. Targets are 10% of the tokens, at least 1 and at most

@@ -1,4 +1,6 @@
-//! `build-data`: the whole Self-Instruct pipeline, from folders of documents to a training file.
+//! `build-data`: the whole Self-Instruct pipeline, from folders of documents to a training file
+//! (LongAlign §3.1). `documents` reads the inputs, `self_instruct` turns one document into one
+//! example through an OpenAI-compatible generator; this module runs the jobs and reports.
 //!
 //! ```text
 //! inputs ─read─▶ documents ─tokenize─▶ length filter ─MinHash─▶ dedupe ─▶ plan jobs (upsampling)
@@ -10,7 +12,16 @@
 //! finishes, so a killed run loses at most the examples in flight), `long.report.json`, and
 //! `long.prompts.toml` (the exact prompts used).
 
-use std::collections::{BTreeMap, HashSet};
+pub mod documents;
+pub mod questions;
+pub mod report;
+pub mod self_instruct;
+
+pub use report::{
+    BuildReport, DuplicateReport, HistogramBin, OutputReport, SkippedJob, SourceReport, TimingReport,
+};
+
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -18,13 +29,13 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use futures_util::StreamExt;
 use rayon::prelude::*;
-use serde::Serialize;
 
-use super::dedupe::{DedupeConfig, find_duplicates};
-use super::documents::{Input, Skipped, read_inputs};
-use super::self_instruct::{GenSettings, Outcome, Prompts, run_job};
-use super::{Example, Message, ModelTokenizer, Role};
+use crate::data::dedupe::{DedupeConfig, find_duplicates};
+use crate::data::{Example, Message, ModelTokenizer, Role};
 use crate::llm::Client;
+use documents::{Input, read_inputs};
+use report::{output_report, read_output};
+use self_instruct::{GenSettings, Outcome, Prompts, run_job};
 
 /// Everything `build-data` needs besides the tokenizer and the endpoint.
 #[derive(Debug, Clone)]
@@ -85,146 +96,10 @@ pub fn plan_counts(tokens: &[usize], n: usize, alpha: f64) -> Vec<usize> {
 }
 
 /// Per-source counts of the input stage.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct SourceReport {
-    pub documents: usize,
-    pub too_short: usize,
-    pub too_long: usize,
-    pub duplicates: usize,
-    pub kept: usize,
-    pub jobs: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DuplicateReport {
-    pub doc_id: String,
-    pub duplicate_of: String,
-    pub similarity: f64,
-    pub exact: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SkippedJob {
-    pub job: String,
-    pub reason: &'static str,
-    pub detail: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct HistogramBin {
-    pub from: usize,
-    pub to: Option<usize>,
-    pub examples: usize,
-}
-
-/// What the output file holds (all of it, including examples from earlier runs).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct OutputReport {
-    pub examples: usize,
-    /// source → task type → examples.
-    pub by_source_task: BTreeMap<String, BTreeMap<String, usize>>,
-    /// Example lengths: `meta.tokens` = document + question + answer tokens (the chat template adds
-    /// a handful more).
-    pub length_histogram: Vec<HistogramBin>,
-    pub mean_tokens: f64,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TimingReport {
-    pub read_s: f64,
-    pub tokenize_s: f64,
-    pub dedupe_s: f64,
-    pub generate_s: f64,
-    pub total_s: f64,
-}
-
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct BuildReport {
-    pub out: PathBuf,
-    pub prompt_version: String,
-    pub prompt_sha: String,
-    pub files: usize,
-    pub ignored_files: usize,
-    pub documents: usize,
-    pub document_tokens: u64,
-    pub unreadable: Vec<Skipped>,
-    pub sources: BTreeMap<String, SourceReport>,
-    pub duplicates: Vec<DuplicateReport>,
-    pub jobs_planned: usize,
-    pub jobs_already_done: usize,
-    pub jobs_run: usize,
-    pub written: usize,
-    pub skipped: BTreeMap<String, usize>,
-    pub skipped_jobs: Vec<SkippedJob>,
-    pub requests: u64,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// Jobs finished (written or skipped) per second of the generation stage.
-    pub jobs_per_s: f64,
-    /// Documents through the whole run (read → write) per second.
-    pub documents_per_s: f64,
-    pub timing: TimingReport,
-    pub output: OutputReport,
-    pub dry_run: bool,
-}
-
 /// `long.jsonl` → `long.<suffix>`.
 pub fn sidecar(out: &Path, suffix: &str) -> PathBuf {
     let stem = out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
     out.with_file_name(format!("{stem}.{suffix}"))
-}
-
-/// The finished records of an output file (torn last line already cut).
-fn read_output(path: &Path) -> anyhow::Result<Vec<serde_json::Value>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
-    };
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| {
-            format!("{}:{}: invalid JSON in the output being resumed", path.display(), i + 1)
-        })?;
-        if v["meta"]["job"].as_str().is_none() {
-            bail!(
-                "{}:{}: field meta.job missing: not a build-data output (choose another --out)",
-                path.display(),
-                i + 1
-            );
-        }
-        out.push(v);
-    }
-    Ok(out)
-}
-
-fn output_report(records: &[serde_json::Value]) -> OutputReport {
-    const EDGES: [usize; 8] = [0, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000];
-    let mut r = OutputReport {
-        examples: records.len(),
-        length_histogram: EDGES
-            .iter()
-            .enumerate()
-            .map(|(i, &from)| HistogramBin { from, to: EDGES.get(i + 1).copied(), examples: 0 })
-            .collect(),
-        ..Default::default()
-    };
-    let mut sum = 0.0;
-    for v in records {
-        let m = &v["meta"];
-        let source = m["source"].as_str().unwrap_or("?").to_string();
-        let task = m["task_type"].as_str().unwrap_or("?").to_string();
-        *r.by_source_task.entry(source).or_default().entry(task).or_default() += 1;
-        let t = m["tokens"].as_u64().unwrap_or(0) as usize;
-        sum += t as f64;
-        let bin = EDGES.iter().rposition(|&e| t >= e).unwrap_or(0);
-        r.length_histogram[bin].examples += 1;
-    }
-    r.mean_tokens = if records.is_empty() { 0.0 } else { sum / records.len() as f64 };
-    r
 }
 
 /// Runs the pipeline. `client` may be None only for a dry run.

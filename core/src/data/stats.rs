@@ -1,12 +1,12 @@
-//! `core-cli stats`: what is in a dataset, in tokens of the model that will train on it.
+//! What is in a dataset, in tokens of the model that will train on it (`core-cli stats`, the
+//! app's Data view): counts per format and source, length quantiles and histogram, target share.
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::StatsArgs;
-use super::table::{Table, compact, thousands};
-use crate::data::{DataError, TokenizedDataset};
+use super::{DataError, TokenizedDataset};
+use crate::util::table::{Table, compact, thousands};
 
 #[derive(Debug, Serialize)]
 pub struct LengthSummary {
@@ -62,6 +62,71 @@ fn quantile(sorted: &[u64], q: f64) -> u64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
 }
 
+impl DataStats {
+    /// The text `core-cli stats` prints.
+    pub fn render(&self) -> String {
+        let s = self;
+        let mut out = String::new();
+        let formats: Vec<String> =
+            s.formats.iter().map(|(f, n)| format!("{f} {}", thousands(*n as u64))).collect();
+        out.push_str(&format!(
+            "{}: {} examples ({}), {} skipped; tokenizer {}\n",
+            s.file,
+            thousands(s.examples as u64),
+            formats.join(", "),
+            s.skipped,
+            s.tokenizer
+        ));
+        for r in s.skipped_reasons.iter().take(10) {
+            out.push_str(&format!("  skipped {r}\n"));
+        }
+        if s.skipped > 10 {
+            out.push_str(&format!("  … and {} more (see --json)\n", s.skipped - 10));
+        }
+        let t = &s.tokens;
+        out.push_str(&format!(
+            "tokens: {} total; per example min {} · mean {} · median {} · p90 {} · p99 {} · max {}\n",
+            compact(t.total as f64),
+            thousands(t.min),
+            compact(t.mean.round()),
+            thousands(t.median),
+            thousands(t.p90),
+            thousands(t.p99),
+            thousands(t.max)
+        ));
+        out.push_str(&format!(
+            "targets: {} tokens = {:.1}% of all tokens carry loss\n\nlength histogram (tokens):\n",
+            compact(s.target_tokens as f64),
+            100.0 * s.target_share
+        ));
+        let most = s.histogram.iter().map(|b| b.count).max().unwrap_or(1).max(1);
+        for b in &s.histogram {
+            let bar = "█".repeat((40 * b.count).div_ceil(most));
+            out.push_str(&format!(
+                "  {:>8} – {:<8} {:>7}  {bar}\n",
+                thousands(b.lo),
+                thousands(b.hi),
+                thousands(b.count as u64)
+            ));
+        }
+        out.push('\n');
+        let mut table =
+            Table::new(["source", "examples", "tokens", "mean len", "target %"].map(String::from).to_vec());
+        for (name, st) in &s.sources {
+            table.row(vec![
+                name.clone(),
+                thousands(st.examples as u64),
+                compact(st.tokens as f64),
+                compact(st.mean_len.round()),
+                format!("{:.1}", 100.0 * st.target_tokens as f64 / st.tokens.max(1) as f64),
+            ]);
+        }
+        out.push_str(&table.render());
+        out
+    }
+}
+
+/// The statistics of `ds`, tokenized by the tokenizer named `tokenizer`.
 pub fn compute(ds: &TokenizedDataset, tokenizer: &str) -> DataStats {
     let mut lens: Vec<u64> = ds.tokens.iter().map(|t| t.len() as u64).collect();
     let total: u64 = lens.iter().sum();
@@ -107,75 +172,4 @@ pub fn compute(ds: &TokenizedDataset, tokenizer: &str) -> DataStats {
         histogram,
         sources,
     }
-}
-
-pub fn render(s: &DataStats) -> String {
-    let mut out = String::new();
-    let formats: Vec<String> =
-        s.formats.iter().map(|(f, n)| format!("{f} {}", thousands(*n as u64))).collect();
-    out.push_str(&format!(
-        "{}: {} examples ({}), {} skipped; tokenizer {}\n",
-        s.file,
-        thousands(s.examples as u64),
-        formats.join(", "),
-        s.skipped,
-        s.tokenizer
-    ));
-    for r in s.skipped_reasons.iter().take(10) {
-        out.push_str(&format!("  skipped {r}\n"));
-    }
-    if s.skipped > 10 {
-        out.push_str(&format!("  … and {} more (see --json)\n", s.skipped - 10));
-    }
-    let t = &s.tokens;
-    out.push_str(&format!(
-        "tokens: {} total; per example min {} · mean {} · median {} · p90 {} · p99 {} · max {}\n",
-        compact(t.total as f64),
-        thousands(t.min),
-        compact(t.mean.round()),
-        thousands(t.median),
-        thousands(t.p90),
-        thousands(t.p99),
-        thousands(t.max)
-    ));
-    out.push_str(&format!(
-        "targets: {} tokens = {:.1}% of all tokens carry loss\n\nlength histogram (tokens):\n",
-        compact(s.target_tokens as f64),
-        100.0 * s.target_share
-    ));
-    let most = s.histogram.iter().map(|b| b.count).max().unwrap_or(1).max(1);
-    for b in &s.histogram {
-        let bar = "█".repeat((40 * b.count).div_ceil(most));
-        out.push_str(&format!(
-            "  {:>8} – {:<8} {:>7}  {bar}\n",
-            thousands(b.lo),
-            thousands(b.hi),
-            thousands(b.count as u64)
-        ));
-    }
-    out.push('\n');
-    let mut table =
-        Table::new(["source", "examples", "tokens", "mean len", "target %"].map(String::from).to_vec());
-    for (name, st) in &s.sources {
-        table.row(vec![
-            name.clone(),
-            thousands(st.examples as u64),
-            compact(st.tokens as f64),
-            compact(st.mean_len.round()),
-            format!("{:.1}", 100.0 * st.target_tokens as f64 / st.tokens.max(1) as f64),
-        ]);
-    }
-    out.push_str(&table.render());
-    out
-}
-
-pub fn run(args: &StatsArgs) -> anyhow::Result<()> {
-    let (ds, tok_name) = super::plan::load_data(&args.data)?;
-    let s = compute(&ds, &tok_name);
-    if args.json {
-        println!("{}", serde_json::to_string(&s)?);
-    } else {
-        print!("{}", render(&s));
-    }
-    Ok(())
 }

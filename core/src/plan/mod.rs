@@ -20,18 +20,21 @@
 //! step are computed over all its micro-batches at once (see [`weights`]), so the objective does not
 //! depend on how the step is split.
 
+pub mod lengths;
 pub mod mix;
+pub mod options;
 pub mod pack;
-pub mod rng;
+pub mod report;
 pub mod stats;
 pub mod weights;
 
 use serde::{Deserialize, Serialize};
 
+pub use options::{PlanOptions, Planned, plan_items};
 pub use stats::PlanStats;
 pub use weights::LossMode;
 
-use rng::SplitMix64;
+use crate::util::rng::SplitMix64;
 
 /// All the planner needs to know of a sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

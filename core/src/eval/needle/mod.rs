@@ -8,10 +8,14 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::batch::rng::SplitMix64;
+use crate::util::rng::SplitMix64;
+
+pub use runner::{NeedleConfig, NeedleReport, run};
+
+mod runner;
 
 /// The bundled haystack (`datasets/haystack/haystack.txt`, original prose, CC0).
-pub const HAYSTACK: &str = include_str!("../../../datasets/haystack/haystack.txt");
+pub const HAYSTACK: &str = include_str!("../../../../datasets/haystack/haystack.txt");
 
 pub const QUESTION: &str =
     "What is the special magic number mentioned in the text above? Answer with the number only.";

@@ -1,0 +1,19 @@
+//! What this process holds in memory.
+
+/// Peak resident set size of this process so far (Linux `VmHWM`; `None` elsewhere).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #[test]
+    fn peak_rss_is_read_on_linux() {
+        let kb = super::peak_rss_bytes().expect("VmHWM on Linux") / 1024;
+        // A test binary holds at least a megabyte and far less than a terabyte.
+        assert!((1024..1 << 30).contains(&kb), "{kb} kB");
+    }
+}
