@@ -124,13 +124,27 @@ fn inputs<B: AutodiffBackend>(a: &Args, len: usize, device: &B::Device) -> [Tens
     [rand(a.heads), rand(a.kv_heads), rand(a.kv_heads)]
 }
 
-/// Output and gradients of one path, with a fixed random output gradient.
+/// How far one pass goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Pass {
+    /// Forward only (timed).
+    Forward,
+    /// Forward and the backward of the output's sum (timed).
+    Backward,
+    /// Forward and the backward of a fixed weighting of the output, whose gradients come back
+    /// (validated: a weighting makes the gradients differ from row to row).
+    Gradients,
+}
+
+/// One pass of one path; the output and the q, k, v gradients for [`Pass::Gradients`]. Timed
+/// passes wait for the device before they return.
 fn run<B: AutodiffBackend>(
     path: &str,
     [q, k, v]: [Tensor<B, 4>; 3],
     layout: &VarlenLayout,
-    grad: bool,
+    pass: Pass,
 ) -> anyhow::Result<Option<[Tensor<B::InnerBackend, 4>; 4]>> {
+    let grad = pass != Pass::Forward;
     let (q, k, v) = if grad { (q.require_grad(), k.require_grad(), v.require_grad()) } else { (q, k, v) };
     let o = match path {
         "varlen" => match try_varlen_attention(q.clone(), k.clone(), v.clone(), layout) {
@@ -139,15 +153,21 @@ fn run<B: AutodiffBackend>(
         },
         _ => reference_attention(q.clone(), k.clone(), v.clone(), layout)?,
     };
-    if !grad {
-        B::sync(&o.device()).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
-        return Ok(None);
+    let device = o.device();
+    let sync = || B::sync(&device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
+    match pass {
+        Pass::Forward => sync().map(|_| None),
+        Pass::Backward => {
+            let _ = o.sum().backward();
+            sync().map(|_| None)
+        }
+        Pass::Gradients => {
+            let w = Tensor::<B, 4>::ones(o.shape(), &device).cumsum(2) / (layout.row_len as f32);
+            let grads = (o.clone() * w).sum().backward();
+            let g = |t: &Tensor<B, 4>| t.grad(&grads).context("no gradient");
+            Ok(Some([o.inner(), g(&q)?, g(&k)?, g(&v)?]))
+        }
     }
-    // A fixed weighting of the output, so the gradients are not all alike.
-    let w = Tensor::<B, 4>::ones(o.shape(), &o.device()).cumsum(2) / (layout.row_len as f32);
-    let grads = (o.clone() * w).sum().backward();
-    let g = |t: &Tensor<B, 4>| t.grad(&grads).context("no gradient");
-    Ok(Some([o.inner(), g(&q)?, g(&k)?, g(&v)?]))
 }
 
 /// max |a − b| / max(1e-6, max |b|).
@@ -168,8 +188,8 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<Rep
         if !report.validation.iter().any(|v| v.row_len == vl) {
             let lay = layout(vl, a.seq_len);
             let x = inputs::<B>(a, vl, device);
-            let got = run("varlen", x.clone(), &lay, true)?.expect("gradients");
-            let want = run("dense", x, &lay, true)?.expect("gradients");
+            let got = run("varlen", x.clone(), &lay, Pass::Gradients)?.expect("gradients");
+            let want = run("dense", x, &lay, Pass::Gradients)?.expect("gradients");
             let errors = [0, 1, 2, 3].map(|i| rel_err(got[i].clone(), want[i].clone()));
             for (name, e) in ["out", "dq", "dk", "dv"].iter().zip(errors) {
                 if e.is_nan() || e > a.tolerance {
@@ -202,17 +222,17 @@ fn bench<B: AutodiffBackend>(a: &Args, device: &B::Device) -> anyhow::Result<Rep
                 report.timings.push(t);
                 continue;
             }
-            run(path, x.clone(), &lay, true)?; // compile and autotune, untimed
+            run(path, x.clone(), &lay, Pass::Backward)?; // compile and autotune, untimed
             let _ = pool_bytes(device, true);
-            let time = |grad: bool| -> anyhow::Result<f64> {
+            let time = |pass: Pass| -> anyhow::Result<f64> {
                 let t0 = std::time::Instant::now();
                 for _ in 0..a.reps {
-                    run(path, x.clone(), &lay, grad)?;
+                    run(path, x.clone(), &lay, pass)?;
                 }
                 Ok(t0.elapsed().as_secs_f64() * 1e3 / a.reps as f64)
             };
-            t.fwd_ms = Some(time(false)?);
-            t.fwd_bwd_ms = Some(time(true)?);
+            t.fwd_ms = Some(time(Pass::Forward)?);
+            t.fwd_bwd_ms = Some(time(Pass::Backward)?);
             t.pool_bytes_after = pool_bytes(device, false);
             report.timings.push(t);
         }

@@ -252,10 +252,7 @@ impl DemoArgs {
 /// `core-cli` with no arguments (= `core-cli demo`): train the tiny preset on the embedded sample,
 /// then evaluate it on the held-out split, before and after.
 pub fn embedded_default(opts: &DemoOptions) -> anyhow::Result<()> {
-    println!(
-        "{}",
-        demo::INTRO.replace("{params}", &crate::model::LlamaConfig::tiny().num_parameters().to_string())
-    );
+    println!("{}", demo::intro());
     print!("{}", demo::run(opts)?.render());
     Ok(())
 }

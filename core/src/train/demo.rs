@@ -89,9 +89,14 @@ pub struct DemoReport {
     pub retrieval: Vec<Retrieval>,
 }
 
-/// What the embedded default prints before it starts (`{params}`: the preset's parameter count).
-pub const INTRO: &str = "LongAlign-rs embedded default: the tiny preset ({params} parameters) trained from scratch on the bundled sample\n\
-(passkey and key-value retrieval over long filler, plus short chats), packed with FFD, LongAlign loss weighting.\n";
+/// What the embedded default prints before it starts.
+pub fn intro() -> String {
+    format!(
+        "LongAlign-rs embedded default: the tiny preset ({} parameters) trained from scratch on the bundled sample\n\
+         (passkey and key-value retrieval over long filler, plus short chats), packed with FFD, LongAlign loss weighting.\n",
+        LlamaConfig::tiny().num_parameters()
+    )
+}
 
 impl DemoReport {
     /// The text `core-cli` prints at the end: training, the held-out split per task before and

@@ -82,7 +82,7 @@ pub fn train<B: AutodiffBackend>(
 /// What every rank of this process shares: the run's data, plan and settings (read-only).
 struct Run {
     cfg: TrainConfig,
-    out: PathBuf,
+    dir: RunDir,
     quiet: bool,
     plan: Arc<Plan>,
     tokens: Arc<Vec<Tokenized>>,
@@ -211,7 +211,7 @@ pub fn train_on<B: AutodiffBackend>(
     };
     let run = Arc::new(Run {
         cfg: cfg.clone(),
-        out: out.to_path_buf(),
+        dir: dir.clone(),
         quiet,
         plan: Arc::new(plan),
         tokens: Arc::new(ds.tokens),
@@ -272,7 +272,7 @@ fn run_rank<B: AutodiffBackend>(
     model: Llama<B>,
     optim: trainer::AdamWOf<B>,
 ) -> anyhow::Result<RunSummary> {
-    let (cfg, out) = (&run.cfg, run.out.as_path());
+    let (cfg, out) = (&run.cfg, run.dir.path.as_path());
     let rank = run.node_rank * run.devices_per_node + local;
     let lead = rank == 0;
     let peer = match &run.collective {
@@ -328,7 +328,7 @@ fn run_rank<B: AutodiffBackend>(
     );
     bar.set_position(run.start as u64);
     let mut log = if lead {
-        Some(std::fs::OpenOptions::new().create(true).append(true).open(RunDir::new(out).events())?)
+        Some(std::fs::OpenOptions::new().create(true).append(true).open(run.dir.events())?)
     } else {
         None
     };
@@ -361,7 +361,7 @@ fn run_rank<B: AutodiffBackend>(
         }
     }
     bar.finish_and_clear();
-    let export_dir = RunDir::new(out).export();
+    let export_dir = run.dir.export();
     if lead {
         export(&trainer.model().valid(), &run.mcfg, cfg, &export_dir)?;
     }

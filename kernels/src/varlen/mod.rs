@@ -9,3 +9,4 @@ mod fusion;
 pub mod host;
 pub mod kernel;
 pub mod layout;
+mod vector;

@@ -110,7 +110,9 @@ pub fn run(cfg: &NeedleConfig) -> anyhow::Result<NeedleReport> {
     for &l in &cfg.lengths {
         for &d in &cfg.depths {
             if !cache.entries.contains_key(&id(l, d)) {
-                todo.push((l, d, key(l, d), prompt(&haystack, l, d, &key(l, d), &count)));
+                let k = key(l, d);
+                let p = prompt(&haystack, l, d, &k, &count);
+                todo.push((l, d, k, p));
             }
         }
     }
