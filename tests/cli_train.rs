@@ -191,7 +191,7 @@ fn demo_runs_and_reports_before_and_after() {
 }
 
 #[test]
-fn bench_train_reports_three_strategies() {
+fn bench_train_reports_three_strategies_padded_and_padding_free() {
     let d = tempfile::tempdir().unwrap();
     small_data(d.path(), 40, 9);
     let v: Value = serde_json::from_str(&ok(
@@ -202,10 +202,18 @@ fn bench_train_reports_three_strategies() {
     for s in ["naive", "sorted", "pack"] {
         for f in ["useful_tok_per_s", "padded_tok_per_s", "wall_s", "peak_rss_bytes"] {
             assert!(v[s][f].is_number(), "{s}.{f} in {v}");
+            assert!(v["padding_free"][s][f].is_number(), "padding_free.{s}.{f} in {v}");
         }
+        // The same plan, the same sequences: padding-free computes no more, and trains the same.
+        let (p, f) = (&v[s], &v["padding_free"][s]);
+        assert_eq!(p["useful_tokens"], f["useful_tokens"]);
+        assert!(f["padded_tokens"].as_u64() <= p["padded_tokens"].as_u64(), "{s}: {f} vs {p}");
+        let (lp, lf) = (p["final_loss"].as_f64().unwrap(), f["final_loss"].as_f64().unwrap());
+        assert!((lp - lf).abs() <= 1e-4 * lp, "{s}: loss {lp} padded vs {lf} padding-free");
     }
-    // Packing wastes less: its occupancy beats naive padding.
+    // Packing wastes less: its occupancy beats naive padding; padding-free naive wastes nothing.
     assert!(v["pack"]["occupancy"].as_f64().unwrap() > v["naive"]["occupancy"].as_f64().unwrap());
+    assert_eq!(v["padding_free"]["naive"]["occupancy"].as_f64(), Some(1.0));
 }
 
 /// `bench loss` times both losses on the same inputs; their values agree, and on the CPU the fused

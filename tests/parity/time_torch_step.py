@@ -8,7 +8,11 @@ weight × cross-entropy over the step, backward, AdamW. Prints useful tokens/s; 
 
     core-cli plan --data DATA --tokenizer MODEL --max-tokens 2048 --out plan.jsonl
     core-cli train --model MODEL --data DATA --max-tokens 2048 --steps 20 --out run
-    python3 tests/parity/time_torch_step.py MODEL DATA plan.jsonl 20 [run/events.jsonl]
+    python3 tests/parity/time_torch_step.py MODEL DATA plan.jsonl 20 [run/events.jsonl] [--mask]
+
+With `--mask`, each packed row runs as one sequence with an explicit 4-D block-causal attention
+mask and positions restarting per sequence (what a TRL user packing on CPU gets without
+FlashAttention's varlen path); without it, each sequence runs alone (PyTorch's best case).
 
 Needs `pip install torch transformers`. Threads: torch uses all cores (as Burn's Flex does).
 """
@@ -25,7 +29,42 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_tiny_models import target_mask  # noqa: E402
 
 
-def main(model_dir, data_path, plan_path, steps, events=None):
+def block_causal(lengths):
+    """[1, 1, L, L] additive mask: 0 where a token may attend (causal, same sequence), -inf elsewhere."""
+    total = sum(lengths)
+    allowed = torch.zeros(total, total, dtype=torch.bool)
+    start = 0
+    for n in lengths:
+        allowed[start:start + n, start:start + n] = torch.tril(torch.ones(n, n, dtype=torch.bool))
+        start += n
+    mask = torch.zeros(total, total)
+    mask.masked_fill_(~allowed, float("-inf"))
+    return mask[None, None]
+
+
+def row_loss(model, row, encoded):
+    """One packed row as one sequence with a block-causal mask: Σ w·CE over its targets."""
+    ids, pos, labels, weights, lengths = [], [], [], [], []
+    for k, (i, w) in enumerate(zip(row["ids"], row["weights"])):
+        n = row["cu_seqlens"][k + 1] - row["cu_seqlens"][k]
+        toks, targets = encoded[i][0][:n], encoded[i][1][:n]
+        for p in range(n):
+            nxt = p + 1 < n and targets[p + 1]
+            labels.append(toks[p + 1] if nxt else -100)
+            weights.append(w if nxt else 0.0)
+        ids += toks
+        pos += list(range(n))
+        lengths.append(n)
+    logits = model(torch.tensor([ids]), attention_mask=block_causal(lengths),
+                   position_ids=torch.tensor([pos])).logits[0]
+    ce = torch.nn.functional.cross_entropy(logits, torch.tensor(labels), reduction="none", ignore_index=-100)
+    return (ce * torch.tensor(weights)).sum(), len(ids)
+
+
+def main(model_dir, data_path, plan_path, steps, events=None, mode=None):
+    if events == "--mask":
+        events, mode = None, "--mask"
+    masked = mode == "--mask"
     steps = int(steps)
     tok = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32)
@@ -44,6 +83,11 @@ def main(model_dir, data_path, plan_path, steps, events=None):
         opt.zero_grad()
         for mb in by_step[s]:
             for row in mb["rows"]:
+                if masked:
+                    loss, n = row_loss(model, row, encoded)
+                    loss.backward()
+                    n_tokens += n
+                    continue
                 for k, (i, w) in enumerate(zip(row["ids"], row["weights"])):
                     n = row["cu_seqlens"][k + 1] - row["cu_seqlens"][k]
                     ids, targets = encoded[i]
@@ -62,7 +106,8 @@ def main(model_dir, data_path, plan_path, steps, events=None):
         useful.append(n_tokens)
     # Skip the first step (allocator warm-up) on both sides.
     torch_tps = sum(useful[1:]) / sum(times[1:])
-    print(f"pytorch {torch.__version__}, {torch.get_num_threads()} threads: {torch_tps:.0f} useful tok/s over steps 2..{len(times)}")
+    how = "rows with a block-causal mask" if masked else "sequences one by one"
+    print(f"pytorch {torch.__version__}, {torch.get_num_threads()} threads, {how}: {torch_tps:.0f} useful tok/s over steps 2..{len(times)}")
     if events:
         ev = [json.loads(l) for l in open(events)][1 : len(times)]
         ours = sum(e["useful_tokens"] for e in ev) / sum(e["step_s"] for e in ev)

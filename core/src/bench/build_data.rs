@@ -10,14 +10,20 @@ use crate::build::self_instruct::{GenSettings, Prompts};
 use crate::build::{BuildConfig, TimingReport, build};
 use crate::util::rng::SplitMix64;
 
+/// What to run (also `core-cli bench build-data`'s flags).
+#[derive(clap::Args, Debug, Clone)]
 pub struct BuildDataBenchConfig {
     /// Documents to generate.
+    #[arg(long, default_value_t = 200)]
     pub docs: usize,
     /// Tokens per document (in the chosen tokenizer).
+    #[arg(long, default_value_t = 32_000)]
     pub doc_tokens: usize,
     /// HF tokenizer directory, `builtin` (bytes), or `bpe` (a byte-level BPE with 4,000 merges
-    /// trained here on the benchmark's words).
+    /// trained here on the benchmark's words: ~5 bytes per token, more text per token than English).
+    #[arg(long, default_value = "bpe")]
     pub tokenizer: PathBuf,
+    #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
 }
 

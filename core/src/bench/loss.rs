@@ -11,15 +11,21 @@ use serde::Serialize;
 
 use crate::util::table::{Table, compact};
 
-#[derive(Debug, Clone, Copy)]
+/// What to time (also `core-cli bench loss`'s flags).
+#[derive(clap::Args, Debug, Clone, Copy)]
 pub struct LossBenchConfig {
     /// Target tokens (rows of the hidden states that carry a label).
+    #[arg(long, default_value_t = 4096)]
     pub targets: usize,
+    #[arg(long, default_value_t = 256)]
     pub hidden: usize,
+    #[arg(long, default_value_t = 32_000)]
     pub vocab: usize,
     /// Tokens per chunk (both paths chunk the same way).
+    #[arg(long, default_value_t = 512)]
     pub chunk: usize,
     /// Timed repetitions after one warm-up (which compiles on JIT backends).
+    #[arg(long, default_value_t = 2)]
     pub reps: usize,
 }
 

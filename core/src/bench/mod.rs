@@ -3,10 +3,12 @@
 //!
 //! - [`train`]: naive vs sorted vs packed batching on the same data and model, one process each.
 //! - [`loss`]: the fused weighted cross entropy vs the plain chunked one.
+//! - [`memory`]: peak memory and time of one training step per sequence length.
 //! - [`build_data`]: `build-data`'s own overhead against an endpoint that answers at once.
 
 pub mod build_data;
 pub mod loss;
+pub mod memory;
 pub mod train;
 
 /// A scratch folder for one benchmark run of this process.

@@ -1,6 +1,8 @@
 //! Training throughput under naive, sorted and packed batching: the same data and model, one
 //! epoch (or `steps`) each, each in its own `core-cli train` process so that peak memory is each
-//! strategy's own.
+//! strategy's own. Every strategy runs twice: padded (`--padding-free false`: each micro-batch's
+//! rows computed at their row length, padding included — the paper's comparison) and padding-free
+//! (the same plan computed as one stream of its sequences: what `core-cli train` does).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,25 +52,45 @@ pub struct StrategyResult {
     pub final_loss: f64,
 }
 
-/// The three strategies side by side (the JSON object `bench train --json` prints).
+/// The three strategies under one layout.
 #[derive(Debug, Clone, Serialize)]
-pub struct TrainBenchReport {
+pub struct Strategies {
     pub naive: StrategyResult,
     pub sorted: StrategyResult,
     pub pack: StrategyResult,
 }
 
-impl TrainBenchReport {
-    /// `(name, result)` in the order naive, sorted, pack.
-    pub fn strategies(&self) -> [(&'static str, &StrategyResult); 3] {
-        [("naive", &self.naive), ("sorted", &self.sorted), ("pack", &self.pack)]
-    }
+/// The three strategies side by side, padded and padding-free (the JSON object `bench train
+/// --json` prints: `naive`, `sorted`, `pack` padded as in the paper, and `padding_free.*`).
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainBenchReport {
+    #[serde(flatten)]
+    pub padded: Strategies,
+    pub padding_free: Strategies,
 }
 
 impl TrainBenchReport {
+    /// `(name, result)`: naive, sorted, pack padded, then the same padding-free.
+    pub fn strategies(&self) -> [(&'static str, &StrategyResult); 6] {
+        let (p, f) = (&self.padded, &self.padding_free);
+        [
+            ("naive", &p.naive),
+            ("sorted", &p.sorted),
+            ("pack", &p.pack),
+            ("naive", &f.naive),
+            ("sorted", &f.sorted),
+            ("pack", &f.pack),
+        ]
+    }
+
     /// The strategies side by side, as `core-cli bench train` prints them.
     pub fn render(&self, cfg: &TrainBenchConfig) -> String {
-        let mut t = Table::new(["", "naive", "sorted", "pack"].map(String::from).to_vec());
+        let mut header = vec![String::new()];
+        header.extend(self.strategies().iter().map(|(n, _)| n.to_string()));
+        let mut t = Table::new(header);
+        let mut layout = vec!["layout".to_string()];
+        layout.extend(["padded"; 3].iter().chain(&["padding-free"; 3]).map(|s| s.to_string()));
+        t.row(layout);
         let row = |t: &mut Table, label: &str, f: &dyn Fn(&StrategyResult) -> String| {
             let mut cells = vec![label.to_string()];
             cells.extend(self.strategies().iter().map(|(_, s)| f(s)));
@@ -82,8 +104,8 @@ impl TrainBenchReport {
         row(&mut t, "peak RSS", &|s| {
             s.peak_rss_bytes.map_or("?".into(), |b| format!("{}B", compact(b as f64)))
         });
-        row(&mut t, "vs naive (useful tok/s)", &|s| {
-            format!("{:.2}×", s.useful_tok_per_s / self.naive.useful_tok_per_s)
+        row(&mut t, "vs padded naive (useful tok/s)", &|s| {
+            format!("{:.2}×", s.useful_tok_per_s / self.padded.naive.useful_tok_per_s)
         });
         let data = match &cfg.data {
             Some(d) => d.display().to_string(),
@@ -92,7 +114,8 @@ impl TrainBenchReport {
             }
         };
         format!(
-            "one epoch each, model {}, backend {}, data: {data}; tok/s = tokens / training-loop wall time\n\n{}",
+            "one epoch each, model {}, backend {}, data: {data}; tok/s = tokens / training-loop wall time; \
+             padded tok/s counts what was computed (padded: rows × row length; padding-free: the stream)\n\n{}\n",
             cfg.model,
             cfg.backend,
             t.render()
@@ -129,14 +152,16 @@ fn run_in(cfg: &TrainBenchConfig, root: &Path) -> anyhow::Result<TrainBenchRepor
             p
         }
     };
-    let one = |strategy: &str| -> anyhow::Result<StrategyResult> {
-        let run = root.join(strategy);
-        let summary = root.join(format!("{strategy}.summary.json"));
+    let one = |strategy: &str, padding_free: bool| -> anyhow::Result<StrategyResult> {
+        let name = format!("{strategy}{}", if padding_free { "-padding-free" } else { "" });
+        let run = root.join(&name);
+        let summary = root.join(format!("{name}.summary.json"));
         let _ = std::fs::remove_dir_all(&run);
         let mut cmd = Command::new(&cfg.exe);
         cmd.args(["train", "--quiet", "--model", &cfg.model, "--backend", cfg.backend.as_str()]);
         cmd.args(["--strategy", strategy, "--loss", "sequence"]);
         cmd.args(["--max-tokens", &cfg.max_tokens.to_string(), "--epochs", "1"]);
+        cmd.args(["--padding-free", &padding_free.to_string()]);
         if strategy != "pack" {
             cmd.args(["--batch-size", &cfg.batch_size.to_string()]);
         }
@@ -150,13 +175,13 @@ fn run_in(cfg: &TrainBenchConfig, root: &Path) -> anyhow::Result<TrainBenchRepor
         cmd.arg("--out").arg(&run).arg("--summary-json").arg(&summary);
         if cfg.progress {
             match cfg.steps {
-                Some(s) => eprintln!("bench: training {s} steps with {strategy} batching …"),
-                None => eprintln!("bench: training one epoch with {strategy} batching …"),
+                Some(s) => eprintln!("bench: training {s} steps with {name} batching …"),
+                None => eprintln!("bench: training one epoch with {name} batching …"),
             }
         }
         let status = cmd.status().with_context(|| format!("running {}", cfg.exe.display()))?;
         if !status.success() {
-            bail!("the {strategy} run failed ({status})");
+            bail!("the {name} run failed ({status})");
         }
         let text =
             std::fs::read_to_string(&summary).with_context(|| format!("reading {}", summary.display()))?;
@@ -175,5 +200,8 @@ fn run_in(cfg: &TrainBenchConfig, root: &Path) -> anyhow::Result<TrainBenchRepor
             final_loss: s.last_loss,
         })
     };
-    Ok(TrainBenchReport { naive: one("naive")?, sorted: one("sorted")?, pack: one("pack")? })
+    let all = |pf: bool| -> anyhow::Result<Strategies> {
+        Ok(Strategies { naive: one("naive", pf)?, sorted: one("sorted", pf)?, pack: one("pack", pf)? })
+    };
+    Ok(TrainBenchReport { padded: all(false)?, padding_free: all(true)? })
 }

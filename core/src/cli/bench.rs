@@ -1,4 +1,4 @@
-//! `core-cli bench train|loss|build-data`: flags → [`crate::bench`] → a table or JSON. The
+//! `core-cli bench train|loss|memory|build-data`: flags → [`crate::bench`] → a table or JSON. The
 //! attention kernel's micro-benchmark is `cargo bench -p longalign-kernels --bench attention`.
 
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 
 use crate::bench::build_data::BuildDataBenchConfig;
 use crate::bench::loss::LossBenchConfig;
+use crate::bench::memory::MemoryBenchConfig;
 use crate::bench::train::TrainBenchConfig;
 
 #[derive(Subcommand, Debug)]
@@ -16,6 +17,8 @@ pub enum BenchCommand {
     Train(BenchTrainArgs),
     /// The fused weighted cross entropy vs the plain chunked one: time and memory, forward + backward.
     Loss(BenchLossArgs),
+    /// Peak memory and time of one training step per sequence length, each in its own process.
+    Memory(BenchMemoryArgs),
     /// `build-data`'s own overhead (read, tokenize, filter, dedupe, prompt, write) against a local
     /// endpoint that answers instantly.
     BuildData(BenchBuildDataArgs),
@@ -23,39 +26,30 @@ pub enum BenchCommand {
 
 #[derive(Args, Debug)]
 pub struct BenchBuildDataArgs {
-    /// Documents to generate.
-    #[arg(long, default_value_t = 200)]
-    pub docs: usize,
-    /// Tokens per document (in the chosen tokenizer).
-    #[arg(long, default_value_t = 32_000)]
-    pub doc_tokens: usize,
-    /// HF tokenizer directory, `builtin` (bytes), or `bpe` (a byte-level BPE with 4,000 merges
-    /// trained here on the benchmark's words: ~5 bytes per token, more text per token than English).
-    #[arg(long, default_value = "bpe")]
-    pub tokenizer: PathBuf,
-    #[arg(long, default_value_t = 16)]
-    pub concurrency: usize,
+    #[command(flatten)]
+    pub bench: BuildDataBenchConfig,
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Args, Debug)]
+pub struct BenchMemoryArgs {
+    #[command(flatten)]
+    pub bench: MemoryBenchConfig,
+    #[arg(long)]
+    pub json: bool,
+    /// Measure the one length in this process (what each child runs).
+    #[arg(long, hide = true)]
+    pub in_process: bool,
+}
+
+#[derive(Args, Debug)]
 pub struct BenchLossArgs {
+    #[command(flatten)]
+    pub bench: LossBenchConfig,
     /// cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub backend: crate::backend::Backend,
-    /// Target tokens (rows of the hidden states that carry a label).
-    #[arg(long, default_value_t = 4096)]
-    pub targets: usize,
-    #[arg(long, default_value_t = 256)]
-    pub hidden: usize,
-    #[arg(long, default_value_t = 32_000)]
-    pub vocab: usize,
-    /// Tokens per chunk (both paths chunk the same way).
-    #[arg(long, default_value_t = 512)]
-    pub chunk: usize,
-    #[arg(long, default_value_t = 2)]
-    pub reps: usize,
     #[arg(long)]
     pub json: bool,
 }
@@ -98,24 +92,36 @@ pub fn run(cmd: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Train(a) => train(a),
         BenchCommand::Loss(a) => crate::with_backend!(a.backend, |B, device| loss::<B>(a, &device)),
         BenchCommand::BuildData(a) => build_data(a),
+        BenchCommand::Memory(a) => memory(a),
     }
+}
+
+fn memory(a: &BenchMemoryArgs) -> anyhow::Result<()> {
+    if a.in_process {
+        let [n] = a.bench.lengths[..] else { anyhow::bail!("--in-process measures one length") };
+        let p = crate::with_backend!(a.bench.backend, |B, device| {
+            crate::bench::memory::measure::<B>(&a.bench, n, &device)?
+        });
+        println!("{}", serde_json::to_string(&p)?);
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("locating core-cli")?;
+    let r = crate::bench::memory::run(&a.bench, &exe, !a.json)?;
+    match a.json {
+        true => println!("{}", serde_json::to_string(&r)?),
+        false => print!("{}", r.render()),
+    }
+    Ok(())
 }
 
 fn loss<B: burn::tensor::backend::AutodiffBackend>(
     a: &BenchLossArgs,
     device: &B::Device,
 ) -> anyhow::Result<()> {
-    let cfg = LossBenchConfig {
-        targets: a.targets,
-        hidden: a.hidden,
-        vocab: a.vocab,
-        chunk: a.chunk,
-        reps: a.reps,
-    };
-    let out = crate::bench::loss::run::<B>(&cfg, device)?;
+    let out = crate::bench::loss::run::<B>(&a.bench, device)?;
     match a.json {
         true => println!("{}", serde_json::to_string(&out)?),
-        false => print!("{}", crate::bench::loss::render(&cfg, a.backend, &out)),
+        false => print!("{}", crate::bench::loss::render(&a.bench, a.backend, &out)),
     }
     Ok(())
 }
@@ -143,13 +149,7 @@ fn train(a: &BenchTrainArgs) -> anyhow::Result<()> {
 }
 
 fn build_data(a: &BenchBuildDataArgs) -> anyhow::Result<()> {
-    let cfg = BuildDataBenchConfig {
-        docs: a.docs,
-        doc_tokens: a.doc_tokens,
-        tokenizer: a.tokenizer.clone(),
-        concurrency: a.concurrency,
-    };
-    let r = crate::bench::build_data::run(&cfg)?;
+    let r = crate::bench::build_data::run(&a.bench)?;
     match a.json {
         true => println!("{}", serde_json::to_string(&r)?),
         false => print!("{}", r.render()),

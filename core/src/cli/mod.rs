@@ -150,6 +150,10 @@ pub struct PlanArgs {
     /// Write the plan here, one JSON line per micro-batch.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also estimate each plan's peak training memory per device for this model (a preset or a
+    /// model directory; padding-free, as `train` runs it).
+    #[arg(long)]
+    pub model: Option<String>,
 }
 
 /// How sequences become micro-batches and steps: the planner's flags, shared by `plan` and `train`.

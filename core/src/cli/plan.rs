@@ -53,6 +53,20 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     let named: Vec<(String, &PlanStats)> =
         results.iter().map(|(c, r)| (c.strategy.to_string(), &r.stats)).collect();
     print!("{}", crate::plan::report::compare_table(&named));
+    if let Some(m) = &args.model {
+        let mcfg = crate::train::memory::model_config(m)?;
+        let train = crate::train::TrainConfig::embedded_default();
+        println!("\nestimated peak training memory per device, model {m} (padding-free):");
+        for (c, r) in results {
+            let [plain, ck] = crate::train::memory::for_plan(&mcfg, &train, &r.plan);
+            let ck = crate::util::table::compact(ck.total as f64);
+            println!(
+                "{:>6}: {}; with --activation-checkpointing {ck}B",
+                c.strategy.to_string(),
+                plain.render()
+            );
+        }
+    }
     if let Some(out) = &args.out {
         println!(
             "\nwrote {} ({} micro-batches)",

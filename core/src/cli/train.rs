@@ -53,9 +53,15 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
-    /// Recompute memory-bound activations in the backward pass instead of storing them.
+    /// Keep only each decoder layer's input in the forward pass and recompute the layer (its MLP
+    /// in chunks of tokens) in the backward: memory of one layer instead of all, one more forward.
     #[arg(long)]
     pub activation_checkpointing: bool,
+    /// Compute each micro-batch as one stream of its sequences, back to back, instead of its rows
+    /// padded to capacity (`--padding-free false`: the padded rows, padding computed, as the
+    /// paper's naive and sorted batching cost). Same loss and gradients either way.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub padding_free: bool,
     /// Pad each sequence to a multiple of N tokens inside attention: identical results, far fewer
     /// distinct kernel shapes to compile (default: 64 on wgpu and cuda, off on cpu).
     #[arg(long)]
@@ -113,6 +119,7 @@ impl TrainArgs {
             init_seed: b.seed,
             backend: self.backend,
             activation_checkpointing: self.activation_checkpointing,
+            padding_free: self.padding_free,
             seq_bucket: self.seq_bucket.or(self.backend.compiles_per_shape().then_some(64)),
             attention: self.attention,
             precision: self.precision,

@@ -92,10 +92,16 @@ impl<B: Backend> Llama<B> {
     /// Gradients of the view's loss, collected with `GradientsParams::from_grads(grads, self)`,
     /// are the f32 gradients of `self`'s parameters.
     pub fn for_compute(&self, precision: Precision) -> Self {
-        match precision {
-            Precision::F32 => self.clone(),
-            p => self.clone().map(&mut CastParams(p.dtype())),
-        }
+        compute_view(self, precision)
+    }
+}
+
+/// [`Llama::for_compute`] for any part of the model (a block, its MLP, the embeddings): what the
+/// per-layer recompute casts, one graph at a time.
+pub fn compute_view<B: Backend, M: Module<B>>(module: &M, precision: Precision) -> M {
+    match precision {
+        Precision::F32 => module.clone(),
+        p => module.clone().map(&mut CastParams(p.dtype())),
     }
 }
 

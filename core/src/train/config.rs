@@ -45,9 +45,15 @@ pub struct TrainConfig {
     /// Seed of the model initialisation (presets); the plan has its own in `plan.seed`.
     pub init_seed: u64,
     pub backend: crate::backend::Backend,
-    /// Burn's balanced activation checkpointing (recompute memory-bound activations).
+    /// Per-layer activation checkpointing: keep each decoder layer's input only and recompute the
+    /// layer (its MLP in chunks of tokens) in the backward pass.
     #[serde(default)]
     pub activation_checkpointing: bool,
+    /// Compute each micro-batch as one padding-free stream of its sequences (default) instead of
+    /// its rows padded to capacity. A `config.toml` written before this option trains padded, as
+    /// it did.
+    #[serde(default)]
+    pub padding_free: bool,
     /// Pad each packed sequence to a multiple of this inside attention (same result, fewer
     /// tensor shapes for JIT backends); `None` = no padding.
     #[serde(default)]
@@ -84,6 +90,7 @@ impl TrainConfig {
             init_seed: 0,
             backend: crate::backend::Backend::Cpu,
             activation_checkpointing: false,
+            padding_free: true,
             seq_bucket: None,
             attention: Default::default(),
             precision: Default::default(),

@@ -215,8 +215,7 @@ pub fn device_count(backend: Backend) -> anyhow::Result<usize> {
     Ok(crate::with_backend!(backend, |B, _device| <burn::tensor::Device<B> as IndexedDevice>::count()))
 }
 
-/// Trains `cfg` on the devices of `topology`, with the backend and the activation checkpointing
-/// the configuration names: what `core-cli train` runs.
+/// Trains `cfg` on the devices of `topology`, with the backend the configuration names: what `core-cli train` runs.
 pub fn train_launched(
     cfg: &TrainConfig,
     out: &Path,
@@ -224,28 +223,15 @@ pub fn train_launched(
     topology: &Topology,
     quiet: bool,
 ) -> anyhow::Result<RunSummary> {
-    // Two expansions of the one dispatch: Burn's checkpointing strategy is a type parameter of
-    // the autodiff backend, so each choice is its own backend type.
-    Ok(if cfg.activation_checkpointing {
-        // Balanced checkpointing: memory-bound activations are recomputed in the backward pass
-        // instead of kept (compute-bound ones, like matmuls, are still saved).
-        type Ck = burn::backend::autodiff::checkpoint::strategy::BalancedCheckpointing;
-        crate::with_backend!(cfg.backend, Ck, |B, _device| super::train_on::<B>(
-            cfg,
-            out,
-            resume,
-            &topology.launch()?,
-            quiet
-        )?)
-    } else {
-        crate::with_backend!(cfg.backend, |B, _device| super::train_on::<B>(
-            cfg,
-            out,
-            resume,
-            &topology.launch()?,
-            quiet
-        )?)
-    })
+    // Activation checkpointing is ours (`recompute`: per layer, in the step), not a Burn
+    // strategy type, so one expansion of the dispatch serves both.
+    Ok(crate::with_backend!(cfg.backend, |B, _device| super::train_on::<B>(
+        cfg,
+        out,
+        resume,
+        &topology.launch()?,
+        quiet
+    )?))
 }
 
 #[cfg(test)]

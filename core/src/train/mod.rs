@@ -8,6 +8,8 @@
 pub mod config;
 pub mod grads;
 pub mod inputs;
+pub mod memory;
+pub mod recompute;
 pub mod schedule;
 pub mod session;
 pub mod step;

@@ -151,6 +151,9 @@ pub fn train_on<B: AutodiffBackend>(
     let (plan, truncated) = trainer::plan_dataset(cfg, &ds)?;
     let total = trainer::total_steps(cfg, &plan);
     let pad_id = super::pad_id(&tok);
+    if writer {
+        preflight_memory(cfg, &plan, quiet)?;
+    }
 
     // One replica per device, built one after another: a seeded init must not interleave with
     // another thread's draws, and every replica must start from the same weights.
@@ -261,6 +264,27 @@ pub fn train_on<B: AutodiffBackend>(
         }
     }
     summary.context("rank 0 ended without a summary")
+}
+
+/// Before any weights are loaded: the step's estimated peak memory, and a warning where it does
+/// not fit in the memory this machine has (CPU backend) — with what would make it fit.
+fn preflight_memory(cfg: &TrainConfig, plan: &crate::plan::Plan, quiet: bool) -> anyhow::Result<()> {
+    let mcfg = super::memory::model_config(&cfg.model)?;
+    let [plain, ck] = super::memory::for_plan(&mcfg, cfg, plan);
+    let e = if cfg.activation_checkpointing { &ck } else { &plain };
+    if !quiet {
+        eprintln!("estimated peak memory per device: {}", e.render());
+    }
+    let available = match cfg.backend {
+        crate::backend::Backend::Cpu => super::memory::available_bytes(),
+        _ => None,
+    };
+    if let Some(w) =
+        available.and_then(|a| super::memory::fit_warning(&plain, &ck, cfg.activation_checkpointing, a))
+    {
+        eprintln!("warning: {w}");
+    }
+    Ok(())
 }
 
 /// One rank's training loop: a [`Trainer`] whose reduction sums gradients and loss over ranks.

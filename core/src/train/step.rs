@@ -23,13 +23,45 @@ pub struct LossOptions {
     pub bucket: usize,
     /// Compute format of the forward and backward; weights, gradients and optimizer stay f32.
     pub precision: Precision,
+    /// Padded rows or the padding-free stream.
+    pub layout: inputs::Layout,
+    /// Per-layer activation checkpointing ([`super::recompute`]): keep each decoder layer's input
+    /// only, recompute the layer in the backward.
+    pub checkpoint: bool,
 }
 
 impl LossOptions {
     /// `seq_bucket` as the trainers take it (`None` or 1: no padding); `attention` as asked
     /// (resolved per backend at each step: [`AttentionMode::resolve`]).
     pub fn new(chunk: usize, seq_bucket: Option<usize>, attention: AttentionMode) -> Self {
-        Self { attention, chunk, bucket: seq_bucket.unwrap_or(1).max(1), precision: Precision::F32 }
+        Self {
+            attention,
+            chunk,
+            bucket: seq_bucket.unwrap_or(1).max(1),
+            precision: Precision::F32,
+            layout: inputs::Layout::Padded,
+            checkpoint: false,
+        }
+    }
+
+    /// The options a trainer of `cfg` uses: its chunk, bucket, attention, precision, layout and
+    /// checkpointing.
+    pub fn of(cfg: &super::TrainConfig) -> Self {
+        Self {
+            layout: inputs::Layout::new(cfg.padding_free, cfg.seq_bucket),
+            checkpoint: cfg.activation_checkpointing,
+            ..Self::new(cfg.loss_chunk, cfg.seq_bucket, cfg.attention).with_precision(cfg.precision)
+        }
+    }
+
+    /// The same options with the micro-batches laid out as `layout` says.
+    pub fn with_layout(self, layout: inputs::Layout) -> Self {
+        Self { layout, ..self }
+    }
+
+    /// The same options with (or without) per-layer activation checkpointing.
+    pub fn with_checkpointing(self, checkpoint: bool) -> Self {
+        Self { checkpoint, ..self }
     }
 
     /// The same options computing in `precision` (see [`crate::model::precision`]).
@@ -54,8 +86,14 @@ pub fn gradients<'a, B: AutodiffBackend>(
     let mut acc = GradientsAccumulator::<Llama<B>>::new();
     let mut losses = Vec::new();
     for mb in micro_batches {
-        let input = inputs::build(mb, tokens, pad_id);
+        let input = inputs::build(mb, tokens, pad_id, opts.layout);
         if input.weights.iter().all(|&w| w == 0.0) {
+            continue;
+        }
+        if opts.checkpoint {
+            let (loss, grads) = super::recompute::gradients(model, mcfg, &input, opts, device);
+            losses.push(loss);
+            acc.accumulate(model, grads);
             continue;
         }
         // The forward runs on this view; its gradients land on `model`'s (f32) parameters. One
@@ -113,3 +151,7 @@ pub fn update_deferred<B: AutodiffBackend, O: Optimizer<Llama<B>, B>>(
     }
     (optim.step(lr, model, grads), norm)
 }
+
+#[cfg(all(test, feature = "native"))]
+#[path = "step_tests.rs"]
+mod tests;

@@ -226,8 +226,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let t = Instant::now();
         let s = self.next;
         let model = self.model.take().expect("a model between steps");
-        let opts = step::LossOptions::new(self.cfg.loss_chunk, self.cfg.seq_bucket, self.cfg.attention)
-            .with_precision(self.cfg.precision);
+        let opts = step::LossOptions::of(&self.cfg);
         // With one rank this is every micro-batch of the step (the plan's `devices` is 1).
         let mine = self.plan.steps[s].micro_batches.iter().filter(|mb| mb.device == self.rank);
         let (losses, grads) =
@@ -251,7 +250,8 @@ impl<B: AutodiffBackend> Trainer<B> {
         self.model = Some(model);
         self.next += 1;
         let step = &self.plan.steps[s];
-        let counts = inputs::Counts::of_step(step, &self.tokens);
+        let layout = step::LossOptions::of(&self.cfg).layout;
+        let counts = inputs::Counts::of_step(step, &self.tokens, layout);
         StepReport {
             step: s + 1,
             epoch: step.epoch,
