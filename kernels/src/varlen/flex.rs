@@ -1,5 +1,6 @@
-//! The host kernel ([`super::host`]) on Burn's CPU backend (`Flex`): tensors come out as
-//! contiguous `f32`, go through the host code, and go back in the input's dtype. The copies are
+//! The host kernel on Burn's CPU backend (`Flex`): the blocked-GEMM one ([`super::blocked`]; the
+//! per-query [`super::host`] is its second oracle). Tensors come out as contiguous `f32`, go
+//! through the host code, and go back in the input's dtype. The copies are
 //! O(row · hd); the attention they feed is O(Σ nᵢ² · hd).
 
 use burn::backend::Flex;
@@ -7,7 +8,8 @@ use burn::tensor::{DType, TensorData};
 use burn_backend::TensorMetadata;
 use burn_backend::ops::FloatTensorOps;
 
-use super::host::{self, Dims};
+use super::blocked;
+use super::host::Dims;
 use super::layout::VarlenLayout;
 use crate::{FloatTensor, VarlenBackend};
 
@@ -43,7 +45,7 @@ impl VarlenBackend for Flex {
         let dtype = q.dtype();
         let ((q, qs), (k, ks), (v, _)) = (values(q), values(k), values(v));
         let d = dims(&qs, &ks);
-        let (out, lse) = host::forward(&q, &k, &v, d, layout);
+        let (out, lse) = blocked::forward(&q, &k, &v, d, layout);
         (tensor(out, &qs, dtype), tensor(lse, &qs[..3], DType::F32))
     }
 
@@ -60,7 +62,7 @@ impl VarlenBackend for Flex {
         let ((q, qs), (k, ks), (v, _)) = (values(q), values(k), values(v));
         let ((out, _), (lse, _), (dout, _)) = (values(out), values(lse), values(dout));
         let d = dims(&qs, &ks);
-        let [dq, dk, dv] = host::backward(&q, &k, &v, &out, &lse, &dout, d, layout);
+        let [dq, dk, dv] = blocked::backward(&q, &k, &v, &out, &lse, &dout, d, layout);
         [tensor(dq, &qs, dtype), tensor(dk, &ks, dtype), tensor(dv, &ks, dtype)]
     }
 }

@@ -34,13 +34,13 @@ pub struct Dims {
 }
 
 impl Dims {
-    fn q_at(&self, row: usize, head: usize, t: usize) -> usize {
+    pub(super) fn q_at(&self, row: usize, head: usize, t: usize) -> usize {
         ((row * self.heads + head) * self.len + t) * self.hd
     }
-    fn kv_at(&self, row: usize, kv: usize, t: usize) -> usize {
+    pub(super) fn kv_at(&self, row: usize, kv: usize, t: usize) -> usize {
         ((row * self.kv_heads + kv) * self.len + t) * self.hd
     }
-    fn group(&self) -> usize {
+    pub(super) fn group(&self) -> usize {
         self.heads / self.kv_heads
     }
 }
@@ -371,13 +371,20 @@ fn backward_on(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use proptest::prelude::*;
 
     use super::*;
 
     /// Softmax attention and its gradients the textbook way, in f64, one query at a time.
-    fn naive(q: &[f32], k: &[f32], v: &[f32], dout: &[f32], d: Dims, layout: &VarlenLayout) -> [Vec<f64>; 4] {
+    pub(in crate::varlen) fn naive(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        dout: &[f32],
+        d: Dims,
+        layout: &VarlenLayout,
+    ) -> [Vec<f64>; 4] {
         let hd = d.hd;
         let scale = 1.0 / (hd as f64).sqrt();
         let (mut out, mut dq) = (vec![0.0; q.len()], vec![0.0; q.len()]);
@@ -415,7 +422,7 @@ mod tests {
         [out, dq, dk, dv]
     }
 
-    fn noise(n: usize, seed: u64) -> Vec<f32> {
+    pub(in crate::varlen) fn noise(n: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
         (0..n)
             .map(|_| {
@@ -425,7 +432,7 @@ mod tests {
             .collect()
     }
 
-    fn case(
+    pub(in crate::varlen) fn case(
         lens: &[Vec<usize>],
         pad: usize,
         heads: usize,

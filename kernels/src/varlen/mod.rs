@@ -3,6 +3,7 @@
 //! backends.
 
 mod autodiff;
+pub mod blocked;
 pub mod cube;
 mod flex;
 mod fusion;
