@@ -27,9 +27,9 @@
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use super::host::Dims;
+use super::host::{Dims, visible};
 use super::layout::VarlenLayout;
-use super::vector::exp;
+use super::vector::{exp, row_terms};
 
 /// Queries per block.
 pub const QUERY_BLOCK: usize = 128;
@@ -80,11 +80,6 @@ fn matmul(
             Parallelism::None,
         )
     }
-}
-
-/// Keys `[lo, hi)` (offsets in the sequence) that query `i` sees.
-fn visible(i: usize, window: Option<usize>) -> (usize, usize) {
-    (window.map_or(0, |w| (i + 1).saturating_sub(w)), i + 1)
 }
 
 /// One block of queries: its sequence and head, first query, size, and the first key any of them
@@ -217,12 +212,7 @@ pub fn backward(
 ) -> [Vec<f32>; 3] {
     let hd = d.hd;
     let scale = 1.0 / (hd as f32).sqrt();
-    // D_i = dO_i · O_i, the softmax backward's row term.
-    let delta: Vec<f32> = out
-        .par_chunks(hd)
-        .zip(dout.par_chunks(hd))
-        .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
-        .collect();
+    let delta = row_terms(out, dout, hd);
     // One task per (row, sequence, KV head): it owns dq of its query heads and dk, dv of its keys.
     let mut work = Vec::new();
     for (row, segs) in layout.segments.iter().enumerate() {

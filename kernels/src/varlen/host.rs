@@ -16,7 +16,7 @@
 use rayon::prelude::*;
 
 use super::layout::VarlenLayout;
-use super::vector::{axpy, dot_block, exp, mix_rows, transpose_block};
+use super::vector::{axpy, dot_block, exp, mix_rows, row_terms, transpose_block};
 
 /// Queries per forward / `dq` task.
 pub const QUERY_BLOCK: usize = 32;
@@ -48,7 +48,7 @@ impl Dims {
 /// Keys `[lo, hi)` of its sequence that query `i` sees (causal, window), both offsets in the
 /// sequence.
 #[inline(always)]
-fn visible(i: usize, window: Option<usize>) -> (usize, usize) {
+pub(super) fn visible(i: usize, window: Option<usize>) -> (usize, usize) {
     let lo = window.map_or(0, |w| (i + 1).saturating_sub(w));
     (lo, i + 1)
 }
@@ -345,12 +345,7 @@ fn backward_on(
     layout: &VarlenLayout,
 ) -> [Vec<f32>; 3] {
     let hd = dims.hd;
-    // D_i = dO_i · O_i, the softmax backward's row term.
-    let delta: Vec<f32> = out
-        .par_chunks(hd)
-        .zip(dout.par_chunks(hd))
-        .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
-        .collect();
+    let delta = row_terms(out, dout, hd);
     let g = &BackwardInputs { q, k, v, dout, lse, delta: &delta, dims, window: layout.window };
     let qwork = tiles(layout, dims.heads, QUERY_BLOCK);
     let dqs: Vec<_> = qwork.par_iter().map(|t| simd!(fast, dims.hd, dq_tile(g, t))).collect();

@@ -25,6 +25,16 @@ pub fn exp(x: f32) -> f32 {
     y * f32::from_bits(e as u32)
 }
 
+/// `D_i = dO_i · O_i` for every row of `hd` values: the softmax backward's row term (both host
+/// kernels' backward).
+pub(super) fn row_terms(out: &[f32], dout: &[f32], hd: usize) -> Vec<f32> {
+    use rayon::prelude::*;
+    out.par_chunks(hd)
+        .zip(dout.par_chunks(hd))
+        .map(|(o, g)| o.iter().zip(g).map(|(a, b)| a * b).sum())
+        .collect()
+}
+
 /// `dst[d·KEY_BLOCK + j] = src[(at + j)·hd + d]` for `j < n`; zero past `n`.
 #[inline(always)]
 pub(super) fn transpose_block(src: &[f32], at: usize, n: usize, hd: usize, dst: &mut [f32]) {
