@@ -9,6 +9,8 @@
 //! - [`weighted_ce`]: the weighted cross entropy fused with the vocabulary projection, in token
 //!   chunks, with a backward that recomputes each chunk's logits (memory: one chunk, not
 //!   targets × vocab); tensor operations of the backend, so every backend has it ([`ce`]).
+//! - [`rotary`]: rotary position embedding in one pass each way on the CPU backend (the tensor
+//!   formula elsewhere, where fusion merges it): [`try_rotary`].
 //!
 //! Each has a plain reference ([`reference_attention`]: a dense score matrix with an explicit
 //! block-diagonal mask; [`reference_weighted_ce`]: the chunked loss under plain autodiff) and
@@ -24,9 +26,11 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 
 pub mod ce;
+pub mod rotary;
 pub mod varlen;
 
 pub use ce::{CeTargets, WeightedCeBackend, reference_weighted_ce, weighted_ce};
+pub use rotary::{RotaryBackend, rotary, try_rotary};
 pub use varlen::layout::{LayoutError, VarlenLayout};
 
 /// A backend's float tensor primitive.
@@ -134,7 +138,7 @@ pub fn reference_attention<B: Backend>(
 }
 
 /// Moves a tensor between two names of the same backend type (checked by the caller).
-fn same<A: Backend, C: Backend, const D: usize>(t: Tensor<A, D>) -> Tensor<C, D> {
+pub(crate) fn same<A: Backend, C: Backend, const D: usize>(t: Tensor<A, D>) -> Tensor<C, D> {
     let boxed: Box<dyn Any> = Box::new(t);
     *boxed.downcast::<Tensor<C, D>>().expect("TypeId checked equal")
 }

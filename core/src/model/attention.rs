@@ -207,10 +207,11 @@ impl<B: Backend> Attention<B> {
     fn qkv(&self, x: Tensor<B, 3>, rotary: &Rotary<B>) -> (Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) {
         let [b, l, _] = x.dims();
         let (h, kv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, l, h, hd]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone()).reshape([b, l, kv, hd]).swap_dims(1, 2);
+        // Rotary on the projections' own token-major layout (contiguous), then heads first.
+        let q = rotary.apply(self.q_proj.forward(x.clone()).reshape([b, l, h, hd])).swap_dims(1, 2);
+        let k = rotary.apply(self.k_proj.forward(x.clone()).reshape([b, l, kv, hd])).swap_dims(1, 2);
         let v = self.v_proj.forward(x).reshape([b, l, kv, hd]).swap_dims(1, 2);
-        (rotary.apply(q), rotary.apply(k), v)
+        (q, k, v)
     }
 
     /// Each KV head serves heads / kv_heads query heads: repeat it so shapes line up with q.

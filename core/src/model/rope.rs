@@ -149,18 +149,36 @@ impl<B: Backend> Rotary<B> {
         }
     }
 
-    /// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the two halves of head_dim.
-    /// The tables are computed in f32 and used in `x`'s dtype (as transformers does).
+    /// `x·cos + rotate_half(x)·sin`, rotate_half(x) = `[-x₂, x₁]` over the two halves of head_dim:
+    /// the fused pass of `longalign-kernels` where the backend has it (CPU), else [`Self::formula`].
     ///
     /// # Shapes
-    /// - x: `[batch, heads, seq, head_dim]` → same
+    /// - x: `[batch, seq, heads, head_dim]` (token-major, as the projections give it) → same
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let d = x.dims()[3];
+        let [b, l, _, hd] = x.dims();
+        let dtype = x.dtype();
+        let table = |t: &Tensor<B, 4>| t.clone().cast(dtype).reshape([b, l, 1, hd]);
+        #[cfg(feature = "native")]
+        let x = match longalign_kernels::try_rotary(x, table(&self.cos), table(&self.sin)) {
+            Ok(y) => return y,
+            Err([x, _, _]) => x,
+        };
+        self.formula(x)
+    }
+
+    /// [`Self::apply`] as tensor operations (the reference; wgpu and CUDA run it, fused). The
+    /// tables are computed in f32 and used in `x`'s dtype (as transformers does).
+    ///
+    /// # Shapes
+    /// - as [`Self::apply`]
+    pub fn formula(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
+        let [b, l, _, d] = x.dims();
         let x1 = x.clone().narrow(3, 0, d / 2);
         let x2 = x.clone().narrow(3, d / 2, d / 2);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
         let dtype = x.dtype();
-        x * self.cos.clone().cast(dtype) + rotated * self.sin.clone().cast(dtype)
+        let table = |t: &Tensor<B, 4>| t.clone().cast(dtype).reshape([b, l, 1, d]);
+        x * table(&self.cos) + rotated * table(&self.sin)
     }
 }
 
@@ -170,6 +188,42 @@ mod tests {
 
     fn cfg(scaling: RopeScaling) -> LlamaConfig {
         LlamaConfig { head_dim: 8, rope_theta: 10_000.0, rope_scaling: scaling, ..LlamaConfig::tiny() }
+    }
+
+    /// The fused pass (CPU) equals the tensor formula, values and gradients, on ragged packed
+    /// positions and grouped heads.
+    #[test]
+    fn fused_pass_equals_the_formula() {
+        use burn::backend::{Autodiff, Flex};
+        type A = Autodiff<Flex>;
+        let device = Default::default();
+        let cfg = LlamaConfig { head_dim: 16, ..cfg(RopeScaling::Default) };
+        let rows = PackedRows {
+            tokens: vec![0; 2 * 70],
+            cu_seqlens: vec![vec![0, 13, 70], vec![0, 41, 64]],
+            rows: 2,
+            row_len: 70,
+        };
+        let rotary = Rotary::<A>::new(&cfg, &rows, &device);
+        let n = 2 * 70 * 3 * 16;
+        let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 997) as f32 / 498.5 - 1.0).collect();
+        let dy: Vec<f32> = (0..n).map(|i| ((i * 104729) % 991) as f32 / 495.5 - 1.0).collect();
+        let run = |fused: bool| {
+            let x = Tensor::<A, 4>::from_data(TensorData::new(x.clone(), [2, 70, 3, 16]), &device).require_grad();
+            let y = if fused { rotary.apply(x.clone()) } else { rotary.formula(x.clone()) };
+            let dy = Tensor::<A, 4>::from_data(TensorData::new(dy.clone(), [2, 70, 3, 16]), &device);
+            let grads = (y.clone() * dy).sum().backward();
+            let dx = x.grad(&grads).unwrap();
+            (y.into_data().to_vec::<f32>().unwrap(), dx.into_data().to_vec::<f32>().unwrap())
+        };
+        // The CPU backend has the fused pass, so the two runs take different paths.
+        let z = || Tensor::<A, 4>::zeros([1, 1, 1, 2], &device);
+        assert!(longalign_kernels::try_rotary(Tensor::<A, 4>::zeros([1, 1, 3, 2], &device), z(), z()).is_ok());
+        let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
+        let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(max_diff(&y, &y_ref) <= 1e-6, "forward {}", max_diff(&y, &y_ref));
+        assert!(max_diff(&dx, &dx_ref) <= 1e-6, "backward {}", max_diff(&dx, &dx_ref));
+        assert!(y.iter().zip(&x).any(|(a, b)| (a - b).abs() > 1e-3), "the test must rotate something");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The kernels under autodiff: the forward saves q, k, v, out and lse; the backward runs the two
 //! backward kernels once for all three gradients.
 
+use burn::tensor::backend::Backend;
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -18,12 +19,12 @@ struct VarlenBackward;
 #[derive(Debug)]
 struct Untracked;
 
-impl<B: VarlenBackend> Backward<B, 0> for Untracked {
+impl<B: Backend> Backward<B, 0> for Untracked {
     type State = ();
     fn backward(self, _: Ops<(), 0>, _: &mut Gradients, _: &mut Checkpointer) {}
 }
 
-fn untracked<B: VarlenBackend, C: CheckpointStrategy>(t: FloatTensor<B>) -> FloatTensor<Autodiff<B, C>> {
+pub(crate) fn untracked<B: Backend, C: CheckpointStrategy>(t: FloatTensor<B>) -> FloatTensor<Autodiff<B, C>> {
     match Backward::<B, 0>::prepare::<C>(Untracked, []).compute_bound().stateful() {
         OpsKind::UnTracked(prep) => prep.finish(t),
         OpsKind::Tracked(prep) => prep.finish((), t),

@@ -3,9 +3,10 @@
 //! backends.
 
 mod autodiff;
+pub(crate) use autodiff::untracked;
 pub mod blocked;
 pub mod cube;
-mod flex;
+pub(crate) mod flex;
 mod fusion;
 pub mod host;
 pub mod kernel;
