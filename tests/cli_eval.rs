@@ -26,12 +26,18 @@ fn tiny_model(dir: &Path) {
 
 /// `core-cli serve` on a free port; returns the child and its base URL once it listens.
 fn serve(dir: &Path, extra: &[&str]) -> (Child, String) {
+    serve_with(dir, extra, &[], Stdio::inherit())
+}
+
+/// [`serve`] with extra environment variables and stderr sent to `stderr`.
+fn serve_with(dir: &Path, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_core-cli"))
         .args(["serve", "--model", "run/export", "--port", "0"])
         .args(extra)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -51,6 +57,58 @@ impl Drop for Killed {
 
 fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder().timeout(Duration::from_secs(120)).build().unwrap()
+}
+
+/// With a key (here from `LONGALIGN_API_KEY`) every route needs it; the key appears in no output.
+#[test]
+fn serve_requires_its_api_key_on_every_route() {
+    let d = tempfile::tempdir().unwrap();
+    tiny_model(d.path());
+    let key = "la-test-key-8d2f1c";
+    let log = std::fs::File::create(d.path().join("serve.err")).unwrap();
+    let (child, url) =
+        serve_with(d.path(), &["--max-new-tokens", "4"], &[("LONGALIGN_API_KEY", key)], log.into());
+    let guard = Killed(child);
+    let c = http();
+    let base = url.trim_end_matches("/v1").to_string();
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let requests = [
+        c.get(format!("{url}/models")),
+        c.get(format!("{base}/health")),
+        c.post(format!("{url}/chat/completions")).json(&body),
+    ];
+    for r in requests {
+        let r = r.build().unwrap();
+        let path = r.url().path().to_string();
+        let longer = format!("Bearer {key}x");
+        for auth in [None, Some("Bearer wrong-key"), Some(key), Some(longer.as_str())] {
+            let mut q = r.try_clone().unwrap();
+            if let Some(a) = auth {
+                q.headers_mut().insert("authorization", a.parse().unwrap());
+            }
+            let resp = c.execute(q).unwrap();
+            assert_eq!(resp.status(), 401, "{path} with {auth:?}");
+            assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+            let v: Value = resp.json().unwrap();
+            assert_eq!(v["error"]["type"], "invalid_api_key", "{v}");
+        }
+        let mut q = r.try_clone().unwrap();
+        q.headers_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+        let resp = c.execute(q).unwrap();
+        assert_eq!(resp.status(), 200, "{path} with the key");
+        assert!(!resp.text().unwrap().contains(key));
+    }
+    drop(guard);
+    let err = std::fs::read_to_string(d.path().join("serve.err")).unwrap();
+    assert!(!err.contains(key), "the key leaked into stderr: {err}");
+    // --help shows that the variable exists, not its value.
+    let help = Command::new(env!("CARGO_BIN_EXE_core-cli"))
+        .args(["serve", "--help"])
+        .env("LONGALIGN_API_KEY", key)
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("LONGALIGN_API_KEY") && !help.contains(key), "{help}");
 }
 
 #[test]

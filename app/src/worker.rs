@@ -148,6 +148,7 @@ fn session(msg: &JsValue) -> Result<CpuSession, String> {
         file,
         examples: Vec::new(),
         lines: Vec::new(),
+        by_policy: Default::default(),
         tokens,
         formats: Default::default(),
         skipped: Vec::new(),

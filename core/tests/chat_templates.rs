@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use longalign::data::builtin;
 use longalign::data::tokenize::TokenizerError;
-use longalign::data::{ChatTemplate, Example, Message, ModelTokenizer, Role};
+use longalign::data::{ChatTemplate, Example, Message, ModelTokenizer, Role, TurnPolicy};
 use serde_json::Value;
 
 fn fixtures() -> PathBuf {
@@ -29,6 +29,9 @@ fn family_tokens(name: &str) -> &'static [&'static str] {
             &["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
         }
         "qwen2" | "qwen2.5" => &["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        "qwen3" | "qwen3_generation" => {
+            &["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>"]
+        }
         "mistral" | "mistral_v3" => &["<s>", "</s>", "<unk>"],
         "gemma" => &["<bos>", "<eos>", "<pad>", "<unk>", "<start_of_turn>", "<end_of_turn>"],
         _ => &["<s>"],
@@ -58,6 +61,7 @@ fn model_tokenizer(name: &str, cases: &Value) -> ModelTokenizer {
         tokenizer: tokenizer_for(name),
         template: ChatTemplate::new(&source, special).unwrap(),
         name: name.into(),
+        turns: Default::default(),
     }
 }
 
@@ -202,7 +206,7 @@ fn template_errors_and_unstable_templates_are_reported() {
 /// Opt-in: re-render with Python's Jinja2 and check expected.json is what the script makes today.
 /// Needs `python3` with `jinja2`.
 #[test]
-#[ignore = "needs python3 with jinja2"]
+#[ignore = "needs python3 with jinja2 and transformers"]
 fn chat_template_expectations_are_fresh() {
     let out = tempfile::NamedTempFile::new().unwrap();
     let status = std::process::Command::new("python3")
@@ -214,4 +218,77 @@ fn chat_template_expectations_are_fresh() {
     let fresh = std::fs::read_to_string(out.path()).unwrap();
     let committed = std::fs::read_to_string(fixtures().join("expected.json")).unwrap();
     assert_eq!(fresh, committed, "expected.json is stale: run render.py");
+}
+
+fn target_text(tok: &ModelTokenizer, t: &longalign::data::Tokenized) -> String {
+    let ids: Vec<u32> = t.ids.iter().zip(&t.targets).filter(|p| *p.1).map(|p| *p.0).collect();
+    tok.decode(&ids).unwrap()
+}
+
+/// The real Qwen3 template, whose earlier assistant turns lose their reasoning: with
+/// `{% generation %}` blocks (our variant of it) the targets are exactly the blocks transformers'
+/// `return_assistant_tokens_mask` finds; without, `--turns split` trains each assistant turn in the
+/// rendering Jinja2 gives it as the last turn, and `--turns last` the last turn only.
+#[test]
+fn qwen3_targets_follow_transformers() {
+    let cases = load_json("cases.json");
+    let expected = load_json("expected.json");
+    let (mut marked, mut split) = (0, 0);
+    for (conv, msgs) in cases["conversations"].as_object().unwrap() {
+        let msgs = messages(msgs);
+        let ex = Example { messages: msgs.clone(), source: None };
+        let render = |name: &str, k: usize, agp: bool| -> Option<Value> {
+            expected[format!("{name}/{conv}")]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["k"] == k && r["add_generation_prompt"] == agp && r["text"].is_string())
+                .cloned()
+        };
+        // Generation blocks: one sequence, targets = the blocks.
+        let tok = model_tokenizer("qwen3_generation", &cases);
+        assert!(tok.template.has_generation_blocks());
+        let full = render("qwen3_generation", msgs.len(), false).expect("renders");
+        let blocks: String =
+            full["generation"].as_array().unwrap().iter().map(|b| b.as_str().unwrap()).collect();
+        let s = tok.sequences(&ex).unwrap();
+        assert_eq!(s.seqs.len(), 1, "{conv}");
+        assert_eq!(tok.decode(&s.seqs[0].1.ids).unwrap(), full["text"].as_str().unwrap(), "{conv}");
+        assert_eq!(target_text(&tok, &s.seqs[0].1), blocks, "{conv}");
+        marked += 1;
+
+        // No blocks: split, one sequence per assistant turn, each as Jinja2 renders it as last.
+        let mut tok = model_tokenizer("qwen3", &cases);
+        let turns: Vec<usize> = (0..msgs.len()).filter(|&k| msgs[k].role == Role::Assistant).collect();
+        let s = tok.sequences(&ex).unwrap();
+        let text =
+            |k: usize, agp: bool| render("qwen3", k, agp).unwrap()["text"].as_str().unwrap().to_string();
+        if s.by_policy {
+            assert_eq!(s.seqs.len(), turns.len(), "{conv}");
+            split += 1;
+        }
+        let last_only = |k: usize| {
+            let (pre, post) = (text(k, true), text(k + 1, false));
+            post[pre.len()..].to_string()
+        };
+        if s.by_policy {
+            for ((sub, t), &k) in s.seqs.iter().zip(&turns) {
+                assert_eq!(sub.messages, msgs[..=k], "{conv}");
+                assert_eq!(tok.decode(&t.ids).unwrap(), text(k + 1, false), "{conv} turn {k}");
+                assert_eq!(target_text(&tok, t), last_only(k), "{conv} turn {k}");
+            }
+        }
+        // `last`: the whole conversation, the last turn its only target.
+        tok.turns = TurnPolicy::Last;
+        let s = tok.sequences(&ex).unwrap();
+        assert_eq!(s.seqs.len(), 1);
+        assert_eq!(tok.decode(&s.seqs[0].1.ids).unwrap(), text(msgs.len(), false), "{conv}");
+        if s.by_policy {
+            assert_eq!(target_text(&tok, &s.seqs[0].1), last_only(*turns.last().unwrap()), "{conv}");
+        }
+        tok.turns = TurnPolicy::Error;
+        assert_eq!(tok.sequences(&ex).is_err(), s.by_policy, "{conv}");
+    }
+    assert_eq!(marked, 5);
+    assert!(split >= 3, "multi-turn conversations are not prefix-stable under Qwen3 ({split})");
 }

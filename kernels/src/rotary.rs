@@ -34,10 +34,17 @@ const TOKENS_PER_TASK: usize = 64;
 /// Backends with the fused rotary pass.
 pub trait RotaryBackend: Backend {
     /// `x·cos + rotate_half(x)·sin` (see the module docs for the shapes).
-    fn rotary_forward(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn rotary_forward(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
     /// The gradient of `x` from the gradient of the output.
-    fn rotary_backward(dy: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>)
-    -> FloatTensor<Self>;
+    fn rotary_backward(
+        dy: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
 }
 
 /// `[heads, head_dim]` of `x` (token-major `[.., tokens, heads, head_dim]`).
@@ -91,10 +98,18 @@ fn flex_pass(
 }
 
 impl RotaryBackend for burn::backend::Flex {
-    fn rotary_forward(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn rotary_forward(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         flex_pass(x, cos, sin, false)
     }
-    fn rotary_backward(dy: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn rotary_backward(
+        dy: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         flex_pass(dy, cos, sin, true)
     }
 }
@@ -117,7 +132,11 @@ impl<B: RotaryBackend> Backward<B, 1> for RotaryGrad {
 
 impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
     /// The tables are constants: no gradient flows to them.
-    fn rotary_forward(x: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn rotary_forward(
+        x: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         let y = B::rotary_forward(x.primitive, cos.primitive.clone(), sin.primitive.clone());
         match RotaryGrad.prepare::<C>([x.node]).compute_bound().stateful() {
             OpsKind::Tracked(prep) => prep.finish((cos.primitive, sin.primitive), y),
@@ -126,7 +145,11 @@ impl<B: RotaryBackend, C: CheckpointStrategy> RotaryBackend for Autodiff<B, C> {
     }
 
     /// Not differentiable again: computes on the inner backend.
-    fn rotary_backward(dy: FloatTensor<Self>, cos: FloatTensor<Self>, sin: FloatTensor<Self>) -> FloatTensor<Self> {
+    fn rotary_backward(
+        dy: FloatTensor<Self>,
+        cos: FloatTensor<Self>,
+        sin: FloatTensor<Self>,
+    ) -> FloatTensor<Self> {
         crate::varlen::untracked::<B, C>(B::rotary_backward(dy.primitive, cos.primitive, sin.primitive))
     }
 }

@@ -101,6 +101,11 @@ pub struct RecordArgs {
     /// Skip bad records (counted and listed in the report) instead of stopping at the first.
     #[arg(long)]
     pub skip_invalid: bool,
+    /// Where the chat template is not prefix-stable (Qwen3, R1 distills): `split` trains each
+    /// assistant turn in its own sequence, rendered as the last turn; `last` trains only the last
+    /// turn; `error` refuses the conversation. Templates with {% generation %} blocks use them.
+    #[arg(long, default_value = "split")]
+    pub turns: crate::data::TurnPolicy,
 }
 
 impl DataArgs {
@@ -112,6 +117,7 @@ impl DataArgs {
             chat_template: self.records.chat_template.clone(),
             format: self.records.format.0,
             skip_invalid: self.records.skip_invalid,
+            turns: self.records.turns,
         }
     }
 }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Args;
 
-use crate::llm::server::{ServeConfig, serve};
+use crate::llm::server::{ApiKey, ServeConfig, serve};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Upper bound (and default) for a request's max_tokens.
     #[arg(long, default_value_t = 1024)]
     pub max_new_tokens: usize,
+    /// Require `Authorization: Bearer KEY` on every route (401 otherwise). Prefer the
+    /// environment variable: a flag shows in the process list. The key is never printed.
+    #[arg(long, env = "LONGALIGN_API_KEY", hide_env_values = true)]
+    pub api_key: Option<ApiKey>,
 }
 
 pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
         max_body_bytes: a.max_body_mib << 20,
         queue: a.queue,
         max_new_tokens: a.max_new_tokens,
+        api_key: a.api_key.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     crate::with_backend!(a.model.backend, |B, device| rt.block_on(serve::<

@@ -105,6 +105,7 @@ impl TrainArgs {
             chat_template: self.records.chat_template.clone(),
             format: self.records.format.0,
             skip_invalid: self.records.skip_invalid,
+            turns: self.records.turns,
             plan,
             lr: self.lr.unwrap_or(if preset { 2e-3 } else { 2e-5 }),
             beta1: 0.9,
@@ -184,10 +185,11 @@ pub struct ScoreArgs {
 
 /// Per-example mean cross entropy over the target tokens: `{"index","loss","target_tokens"}` lines.
 pub fn score(args: &ScoreArgs) -> anyhow::Result<()> {
-    let tok = ModelTokenizer::load(
+    let mut tok = ModelTokenizer::load(
         Some(args.tokenizer.as_deref().unwrap_or(&args.model)),
         args.records.chat_template.as_deref(),
     )?;
+    tok.turns = args.records.turns;
     let ds = TokenizedDataset::load(&args.data, args.records.format.0, args.records.skip_invalid, &tok)?;
     let scores = crate::with_backend!(args.backend, |B, device| teacher_forced::score_dataset::<
         <B as AutodiffBackend>::InnerBackend,

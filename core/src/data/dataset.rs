@@ -7,13 +7,27 @@ use super::formats::{self, DataError, Format};
 use super::{Example, ModelTokenizer, Tokenized};
 use crate::plan::{Item, Overlong};
 
-/// Examples of one file with their tokens. Example `i` is planner item `i`.
+/// Conversations not prefix-stable under their template: the sequences the [`super::TurnPolicy`]
+/// made of them, and the tokens those add to the conversations' own.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyCount {
+    pub conversations: usize,
+    pub sequences: usize,
+    pub extra_tokens: u64,
+}
+
+/// Examples of one file with their tokens. Example `i` is planner item `i`: one training
+/// sequence. A conversation the template cannot render prefix-stably is, under
+/// [`super::TurnPolicy::Split`], several (its prefixes ending at each assistant turn), all with
+/// the conversation's line.
 #[derive(Debug)]
 pub struct TokenizedDataset {
     pub file: String,
     pub examples: Vec<Example>,
     /// 1-based line of each example in the file.
     pub lines: Vec<usize>,
+    /// Conversations the template could not render prefix-stably, and what the policy made of them.
+    pub by_policy: PolicyCount,
     pub tokens: Vec<Tokenized>,
     pub formats: BTreeMap<Format, usize>,
     /// Records skipped under `skip_invalid`: bad JSON/fields, or a template that refused them.
@@ -67,21 +81,32 @@ impl TokenizedDataset {
         tok: &ModelTokenizer,
     ) -> Result<Self, DataError> {
         let (lines, examples): (Vec<usize>, Vec<Example>) = report.examples.into_iter().unzip();
-        let results = tok.tokenize_all(&examples);
+        let results = tok.sequences_all(&examples);
         let mut out = Self {
             file: file.to_string(),
             examples: Vec::with_capacity(examples.len()),
             lines: Vec::with_capacity(examples.len()),
+            by_policy: PolicyCount::default(),
             tokens: Vec::with_capacity(examples.len()),
             formats: report.formats,
             skipped: report.skipped,
         };
-        for ((line, ex), res) in lines.into_iter().zip(examples).zip(results) {
+        for ((line, _), res) in lines.into_iter().zip(examples).zip(results) {
             match res {
-                Ok(t) => {
-                    out.lines.push(line);
-                    out.examples.push(ex);
-                    out.tokens.push(t);
+                Ok(s) => {
+                    if s.by_policy {
+                        let c = &mut out.by_policy;
+                        c.conversations += 1;
+                        c.sequences += s.seqs.len();
+                        // Under `split` every sequence but the last repeats part of the last.
+                        let total: u64 = s.seqs.iter().map(|(_, t)| t.len() as u64).sum();
+                        c.extra_tokens += total - s.seqs.last().map_or(0, |(_, t)| t.len() as u64);
+                    }
+                    for (ex, t) in s.seqs {
+                        out.lines.push(line);
+                        out.examples.push(ex);
+                        out.tokens.push(t);
+                    }
                 }
                 Err(e) => {
                     let err = DataError {

@@ -9,11 +9,13 @@ pub mod builtin;
 pub mod dataset;
 pub mod dedupe;
 pub mod formats;
+pub mod generation;
 pub mod mix;
 pub mod plan_input;
 pub mod source;
 pub mod stats;
 pub mod synth;
+pub mod targets;
 pub mod template;
 pub mod tokenize;
 
@@ -22,6 +24,7 @@ use serde::{Deserialize, Serialize};
 pub use dataset::TokenizedDataset;
 pub use formats::{DataError, Format, ReadReport, read_file};
 pub use source::DataSource;
+pub use targets::TurnPolicy;
 pub use template::ChatTemplate;
 pub use tokenize::{ModelTokenizer, Tokenized};
 

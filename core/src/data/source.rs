@@ -17,6 +17,8 @@ pub struct DataSource {
     pub format: Option<Format>,
     /// Skip bad records (counted and listed) instead of stopping at the first.
     pub skip_invalid: bool,
+    /// What to train where the template is not prefix-stable.
+    pub turns: super::TurnPolicy,
 }
 
 impl Default for DataSource {
@@ -27,6 +29,7 @@ impl Default for DataSource {
             chat_template: None,
             format: None,
             skip_invalid: false,
+            turns: Default::default(),
         }
     }
 }
@@ -34,7 +37,8 @@ impl Default for DataSource {
 impl DataSource {
     /// The tokenizer, then the data read and tokenized with it; also the tokenizer's name.
     pub fn load(&self) -> anyhow::Result<(TokenizedDataset, String)> {
-        let tok = ModelTokenizer::load(Some(&self.tokenizer), self.chat_template.as_deref())?;
+        let mut tok = ModelTokenizer::load(Some(&self.tokenizer), self.chat_template.as_deref())?;
+        tok.turns = self.turns;
         let ds =
             TokenizedDataset::load_or_sample(self.data.as_deref(), self.format, self.skip_invalid, &tok)?;
         Ok((ds, tok.name.clone()))

@@ -53,6 +53,8 @@ pub struct DataStats {
     /// Token-length histogram in power-of-two buckets.
     pub histogram: Vec<Bucket>,
     pub sources: BTreeMap<String, SourceStats>,
+    /// Conversations whose template is not prefix-stable and what `--turns` made of them.
+    pub not_prefix_stable: super::dataset::PolicyCount,
 }
 
 fn quantile(sorted: &[u64], q: f64) -> u64 {
@@ -82,6 +84,22 @@ impl DataStats {
         }
         if s.skipped > 10 {
             out.push_str(&format!("  … and {} more (see --json)\n", s.skipped - 10));
+        }
+        let p = &s.not_prefix_stable;
+        if p.conversations > 0 {
+            let what = if p.sequences > p.conversations {
+                format!(
+                    "split into {} sequences, one per assistant turn, rendered as the last turn: +{} tokens recomputed (--turns split)",
+                    thousands(p.sequences as u64),
+                    thousands(p.extra_tokens)
+                )
+            } else {
+                "trained on their last assistant turn only (--turns last)".to_string()
+            };
+            out.push_str(&format!(
+                "{} conversations not prefix-stable under this template: {what}\n",
+                thousands(p.conversations as u64)
+            ));
         }
         let t = &s.tokens;
         out.push_str(&format!(
@@ -171,5 +189,6 @@ pub fn compute(ds: &TokenizedDataset, tokenizer: &str) -> DataStats {
         target_share: if total == 0 { 0.0 } else { targets as f64 / total as f64 },
         histogram,
         sources,
+        not_prefix_stable: ds.by_policy.clone(),
     }
 }

@@ -24,6 +24,8 @@ pub struct ChatTemplate {
     env: Environment<'static>,
     /// Special tokens by their transformers name (`bos_token`, `eos_token`, …).
     special: BTreeMap<String, String>,
+    /// The template marks its assistant output with `{% generation %}` blocks.
+    generation: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -70,8 +72,14 @@ impl ChatTemplate {
             Err(Error::new(ErrorKind::InvalidOperation, format!("raise_exception: {msg}")))
         });
         env.add_function("strftime_now", |fmt: String| strftime(&fmt, time::unix_now()));
-        env.add_template_owned("chat", source.to_string()).map_err(|e| TemplateError(describe(&e)))?;
-        Ok(Self { env, special })
+        let (source, generation) = super::generation::rewrite(source);
+        env.add_template_owned("chat", source).map_err(|e| TemplateError(describe(&e)))?;
+        Ok(Self { env, special, generation })
+    }
+
+    /// Whether the template marks its assistant output with `{% generation %}` blocks.
+    pub fn has_generation_blocks(&self) -> bool {
+        self.generation
     }
 
     pub fn special_tokens(&self) -> &BTreeMap<String, String> {
@@ -80,6 +88,32 @@ impl ChatTemplate {
 
     /// Renders a conversation. `add_generation_prompt` appends the header of a new assistant turn.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, TemplateError> {
+        Ok(self.render_spans(messages, add_generation_prompt)?.0)
+    }
+
+    /// [`Self::render`] and the byte spans of its `{% generation %}` blocks (none without them).
+    pub fn render_spans(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<(String, Vec<(usize, usize)>), TemplateError> {
+        let text = self.render_marked(messages, add_generation_prompt)?;
+        if !self.generation {
+            return Ok((text, Vec::new()));
+        }
+        if let Some(i) = messages.iter().position(|m| super::generation::has_marker(&m.content)) {
+            return Err(TemplateError(format!(
+                "message {i} contains U+F8F0 or U+F8F1, which mark {{% generation %}} blocks"
+            )));
+        }
+        super::generation::extract(&text).map_err(TemplateError)
+    }
+
+    fn render_marked(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<String, TemplateError> {
         let msgs: Vec<Value> = messages
             .iter()
             .map(|m| {

@@ -19,8 +19,9 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use tokenizers::Tokenizer;
 
+pub use super::targets::TurnPolicy;
 use super::template::{ChatTemplate, TemplateError};
-use super::{Example, Message, Role, builtin};
+use super::{Example, Message, builtin};
 
 /// Token ids of one example and which of them carry loss.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -56,7 +57,7 @@ pub enum TokenizerError {
     #[error(transparent)]
     Template(#[from] TemplateError),
     #[error(
-        "chat template is not prefix-stable at message {turn}: rendering the conversation up to that assistant turn is not a prefix of the whole rendering, so its loss targets cannot be located"
+        "chat template is not prefix-stable at message {turn}: rendering the conversation up to that assistant turn is not a prefix of the whole rendering, so its loss targets cannot be located (--turns split or last trains such conversations)"
     )]
     NotPrefix { turn: usize },
     #[error("tokenizer: {0}")]
@@ -69,6 +70,8 @@ pub struct ModelTokenizer {
     pub template: ChatTemplate,
     /// Where it came from: a directory, or `builtin`.
     pub name: String,
+    /// What to train where the template is not prefix-stable (see [`TurnPolicy`]).
+    pub turns: TurnPolicy,
 }
 
 impl std::fmt::Debug for ModelTokenizer {
@@ -104,7 +107,7 @@ impl ModelTokenizer {
             .expect("built-in tokenizer.json is valid");
         let template = ChatTemplate::new(builtin::CHAT_TEMPLATE, builtin::special_tokens())
             .expect("built-in template compiles");
-        Self { tokenizer, template, name: "builtin".into() }
+        Self { tokenizer, template, name: "builtin".into(), turns: TurnPolicy::default() }
     }
 
     /// Loads a Hugging Face model or tokenizer directory: `tokenizer.json`, the chat template from
@@ -149,7 +152,7 @@ impl ModelTokenizer {
             ));
         };
         let template = ChatTemplate::new(&source, special)?;
-        Ok(Self { tokenizer, template, name: dir.display().to_string() })
+        Ok(Self { tokenizer, template, name: dir.display().to_string(), turns: TurnPolicy::default() })
     }
 
     /// Loads `dir`, or the built-in tokenizer when `dir` is `None` or the word `builtin`.
@@ -165,55 +168,12 @@ impl ModelTokenizer {
         self.template.render(messages, add_generation_prompt)
     }
 
-    /// Text byte spans of the loss targets: one per assistant turn.
-    pub fn target_spans(
+    /// The training sequences of many examples ([`Self::sequences`]) on all cores, in order.
+    pub fn sequences_all(
         &self,
-        messages: &[Message],
-    ) -> Result<(String, Vec<(usize, usize)>), TokenizerError> {
-        let full = self.render(messages, false)?;
-        let mut spans = Vec::new();
-        for (k, m) in messages.iter().enumerate() {
-            if m.role != Role::Assistant {
-                continue;
-            }
-            let pre = match self.render(&messages[..k], true) {
-                Ok(s) => s,
-                // Some templates cannot render an empty conversation (they index messages[0]).
-                Err(_) if k == 0 => String::new(),
-                Err(e) => return Err(e.into()),
-            };
-            let post = self.render(&messages[..=k], false)?;
-            if !post.starts_with(&pre) || !full.starts_with(&post) {
-                return Err(TokenizerError::NotPrefix { turn: k });
-            }
-            if post.len() > pre.len() {
-                spans.push((pre.len(), post.len()));
-            }
-        }
-        Ok((full, spans))
-    }
-
-    /// Renders and tokenizes one example, marking its loss targets.
-    pub fn tokenize(&self, example: &Example) -> Result<Tokenized, TokenizerError> {
-        let (text, spans) = self.target_spans(&example.messages)?;
-        let enc =
-            self.tokenizer.encode(text.as_str(), false).map_err(|e| TokenizerError::Encode(e.to_string()))?;
-        let mut targets: Vec<bool> = enc
-            .get_offsets()
-            .iter()
-            .map(|&(start, _)| spans.iter().any(|&(a, b)| start >= a && start < b))
-            .collect();
-        // Token 0 is never predicted (nothing precedes it), so it can carry no loss: keeping it out
-        // makes `target_count` exactly the number of loss terms the planner weighs.
-        if let Some(first) = targets.first_mut() {
-            *first = false;
-        }
-        Ok(Tokenized { ids: enc.get_ids().to_vec(), targets })
-    }
-
-    /// Tokenizes many examples on all cores, keeping their order.
-    pub fn tokenize_all(&self, examples: &[Example]) -> Vec<Result<Tokenized, TokenizerError>> {
-        examples.par_iter().map(|ex| self.tokenize(ex)).collect()
+        examples: &[Example],
+    ) -> Vec<Result<super::targets::Sequences, TokenizerError>> {
+        examples.par_iter().map(|ex| self.sequences(ex)).collect()
     }
 
     /// Tokens in a plain text (no template, no special tokens): how long a document is.
@@ -249,6 +209,7 @@ fn template_field(v: &serde_json::Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::Role;
 
     fn chat(turns: &[(Role, &str)]) -> Example {
         Example { messages: turns.iter().map(|&(r, c)| Message::new(r, c)).collect(), source: None }

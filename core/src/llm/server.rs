@@ -4,7 +4,8 @@
 //! One worker thread owns the model and answers requests in arrival order (generation is
 //! compute-bound; interleaving would not make it faster). Requests wait in a bounded queue; when
 //! it is full the server answers 503 at once instead of piling up memory. Bodies over the size
-//! limit get 413, prompts over the model's context 413, bad JSON or fields 400.
+//! limit get 413, prompts over the model's context 413, bad JSON or fields 400. With an API key
+//! every route needs `Authorization: Bearer KEY` (401 otherwise), as vLLM's and llama.cpp's do.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,8 +13,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -39,6 +41,72 @@ pub struct ServeConfig {
     pub queue: usize,
     /// Upper bound on `max_tokens` (and its default).
     pub max_new_tokens: usize,
+    /// Required as `Authorization: Bearer KEY` on every route when set.
+    pub api_key: Option<ApiKey>,
+}
+
+/// A bearer key the server requires. `Debug` redacts it; it is compared in constant time and
+/// never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey(String);
+
+impl ApiKey {
+    pub fn new(key: impl Into<String>) -> Result<Self, String> {
+        let key = key.into();
+        if key.trim().is_empty() || key.chars().any(|c| c.is_control() || c == ' ') {
+            return Err("an API key must be non-empty, without spaces or control characters".into());
+        }
+        Ok(Self(key))
+    }
+
+    /// Whether an `Authorization` header carries this key as a bearer token.
+    pub fn admits(&self, header: Option<&HeaderValue>) -> bool {
+        let Some(token) = header.and_then(|h| h.to_str().ok()).and_then(|h| h.strip_prefix("Bearer ")) else {
+            return false;
+        };
+        let (a, b) = (token.trim().as_bytes(), self.0.as_bytes());
+        // Constant time over the key: no early exit on the first differing byte.
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
+impl std::str::FromStr for ApiKey {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::new(s)
+    }
+}
+
+/// What `serve` prints before binding `addr` without a key anywhere but loopback.
+pub fn exposure_warning(addr: SocketAddr, key: Option<&ApiKey>) -> Option<String> {
+    (key.is_none() && !addr.ip().is_loopback()).then(|| {
+        format!(
+            "warning: serving on {addr} without an API key: anyone who can reach this port can use \
+             the model (set --api-key or LONGALIGN_API_KEY)"
+        )
+    })
+}
+
+/// Answers 401 unless the request carries the key.
+async fn authorize(State(key): State<Option<ApiKey>>, req: Request, next: Next) -> Response {
+    match &key {
+        Some(k) if !k.admits(req.headers().get(header::AUTHORIZATION)) => {
+            let mut r = error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_api_key",
+                "missing or wrong API key: send Authorization: Bearer <key>",
+            );
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            r
+        }
+        _ => next.run(req).await,
+    }
 }
 
 enum JobError {
@@ -313,7 +381,11 @@ where
         .route("/v1/models", get(models))
         .route("/health", get(|| async { "ok" }))
         .layer(DefaultBodyLimit::max(cfg.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(cfg.api_key.clone(), authorize))
         .with_state(state);
+    if let Some(w) = exposure_warning(cfg.addr, cfg.api_key.as_ref()) {
+        eprintln!("{w}");
+    }
     let listener = tokio::net::TcpListener::bind(cfg.addr)
         .await
         .map_err(|e| anyhow::anyhow!("binding {}: {e}", cfg.addr))?;
@@ -331,5 +403,34 @@ pub fn model_name(dir: &std::path::Path) -> String {
         dir.parent().and_then(|p| p.file_name()).map(|s| s.to_string_lossy().into_owned()).unwrap_or(last)
     } else {
         last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_is_checked_exactly_and_never_printed() {
+        let k = ApiKey::new("s3cret-key").unwrap();
+        let h = |v: &str| HeaderValue::from_str(v).unwrap();
+        assert!(k.admits(Some(&h("Bearer s3cret-key"))));
+        for wrong in ["Bearer s3cret-kez", "Bearer s3cret-key2", "Bearer ", "s3cret-key", "Basic s3cret-key"]
+        {
+            assert!(!k.admits(Some(&h(wrong))), "{wrong}");
+        }
+        assert!(!k.admits(None));
+        assert!(!format!("{k:?}").contains("s3cret"));
+        assert!(ApiKey::new(" ").is_err() && ApiKey::new("a b").is_err());
+    }
+
+    #[test]
+    fn exposing_without_a_key_warns() {
+        let k = ApiKey::new("k").unwrap();
+        let (lo, all) = ("127.0.0.1:8000".parse().unwrap(), "0.0.0.0:8000".parse().unwrap());
+        assert!(exposure_warning(lo, None).is_none());
+        assert!(exposure_warning(all, Some(&k)).is_none());
+        assert!(exposure_warning(all, None).unwrap().contains("without an API key"));
+        assert!(exposure_warning("[::1]:80".parse().unwrap(), None).is_none());
     }
 }

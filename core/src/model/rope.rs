@@ -209,7 +209,8 @@ mod tests {
         let x: Vec<f32> = (0..n).map(|i| ((i * 7919) % 997) as f32 / 498.5 - 1.0).collect();
         let dy: Vec<f32> = (0..n).map(|i| ((i * 104729) % 991) as f32 / 495.5 - 1.0).collect();
         let run = |fused: bool| {
-            let x = Tensor::<A, 4>::from_data(TensorData::new(x.clone(), [2, 70, 3, 16]), &device).require_grad();
+            let x =
+                Tensor::<A, 4>::from_data(TensorData::new(x.clone(), [2, 70, 3, 16]), &device).require_grad();
             let y = if fused { rotary.apply(x.clone()) } else { rotary.formula(x.clone()) };
             let dy = Tensor::<A, 4>::from_data(TensorData::new(dy.clone(), [2, 70, 3, 16]), &device);
             let grads = (y.clone() * dy).sum().backward();
@@ -218,7 +219,9 @@ mod tests {
         };
         // The CPU backend has the fused pass, so the two runs take different paths.
         let z = || Tensor::<A, 4>::zeros([1, 1, 1, 2], &device);
-        assert!(longalign_kernels::try_rotary(Tensor::<A, 4>::zeros([1, 1, 3, 2], &device), z(), z()).is_ok());
+        assert!(
+            longalign_kernels::try_rotary(Tensor::<A, 4>::zeros([1, 1, 3, 2], &device), z(), z()).is_ok()
+        );
         let ((y, dx), (y_ref, dx_ref)) = (run(true), run(false));
         let max_diff = |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
         assert!(max_diff(&y, &y_ref) <= 1e-6, "forward {}", max_diff(&y, &y_ref));

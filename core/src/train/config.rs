@@ -25,6 +25,10 @@ pub struct TrainConfig {
     pub chat_template: Option<PathBuf>,
     pub format: Option<Format>,
     pub skip_invalid: bool,
+    /// What to train where the template is not prefix-stable (configs from before: `split`,
+    /// which changes nothing for the prefix-stable data they could hold).
+    #[serde(default)]
+    pub turns: crate::data::TurnPolicy,
     pub plan: PlanConfig,
     /// Peak learning rate (LongAlign: 2e-5).
     pub lr: f64,
@@ -76,6 +80,7 @@ impl TrainConfig {
             chat_template: None,
             format: None,
             skip_invalid: false,
+            turns: Default::default(),
             plan: PlanConfig { max_tokens: Some(2048), ..PlanConfig::default() },
             lr: 2e-5,
             beta1: 0.9,

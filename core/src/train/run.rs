@@ -48,7 +48,9 @@ fn tokenizer_dir(cfg: &TrainConfig) -> Option<PathBuf> {
 
 /// The tokenizer a run uses.
 pub fn run_tokenizer(cfg: &TrainConfig) -> anyhow::Result<ModelTokenizer> {
-    Ok(ModelTokenizer::load(tokenizer_dir(cfg).as_deref(), cfg.chat_template.as_deref())?)
+    let mut tok = ModelTokenizer::load(tokenizer_dir(cfg).as_deref(), cfg.chat_template.as_deref())?;
+    tok.turns = cfg.turns;
+    Ok(tok)
 }
 
 /// The run's training data, tokenized.
