@@ -290,3 +290,66 @@ fn data_dedupe_drops_edited_and_exact_copies() {
     assert_eq!(v["dropped"][0]["duplicate_of_line"], 1);
     assert_eq!(std::fs::read_to_string(d.path().join("kept.jsonl")).unwrap().lines().count(), 2);
 }
+
+/// Qwen3's real template renders earlier assistant turns without their reasoning block, so no
+/// prefix finds their targets: `--turns` decides (split by default), `stats` says what it cost,
+/// `train` trains on it and records the choice.
+#[test]
+fn templates_that_are_not_prefix_stable_follow_the_turn_policy() {
+    let d = tempfile::tempdir().unwrap();
+    let tok = d.path().join("tok");
+    std::fs::create_dir(&tok).unwrap();
+    std::fs::write(tok.join("tokenizer.json"), longalign::data::builtin::tokenizer_json()).unwrap();
+    std::fs::write(tok.join("tokenizer_config.json"), longalign::data::builtin::tokenizer_config_json())
+        .unwrap();
+    let template = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/chat_templates/qwen3.jinja");
+    let conv = |i: usize| {
+        serde_json::json!({"messages": [
+            {"role": "user", "content": format!("question {i}")},
+            {"role": "assistant", "content": format!("<think>\nreasoning {i}\n</think>\n\nanswer {i}")},
+            {"role": "user", "content": "and then?"},
+            {"role": "assistant", "content": format!("second answer {i}")},
+        ]})
+        .to_string()
+    };
+    let single = r#"{"messages":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}]}"#;
+    std::fs::write(d.path().join("d.jsonl"), format!("{}\n{}\n{}\n{single}\n", conv(1), conv(2), conv(3)))
+        .unwrap();
+    let args = ["--data", "d.jsonl", "--tokenizer", "tok", "--chat-template", template];
+    let stats = |extra: &[&str]| -> Value {
+        let a: Vec<&str> = ["stats"].iter().chain(&args).chain(extra).chain(&["--json"]).copied().collect();
+        serde_json::from_str(&ok(d.path(), &a)).unwrap()
+    };
+    // split (the default): each two-turn conversation becomes two sequences.
+    let s = stats(&[]);
+    assert_eq!(s["examples"], 7, "{s}");
+    assert_eq!(s["not_prefix_stable"]["conversations"], 3);
+    assert_eq!(s["not_prefix_stable"]["sequences"], 6);
+    assert!(s["not_prefix_stable"]["extra_tokens"].as_u64().unwrap() > 3 * 20);
+    let text =
+        ok(d.path(), &["stats", "--data", "d.jsonl", "--tokenizer", "tok", "--chat-template", template]);
+    assert!(text.contains("3 conversations not prefix-stable") && text.contains("--turns split"), "{text}");
+    // last: one sequence each, fewer targets.
+    let l = stats(&["--turns", "last"]);
+    assert_eq!((l["examples"].as_u64(), l["not_prefix_stable"]["sequences"].as_u64()), (Some(4), Some(3)));
+    assert!(l["target_tokens"].as_u64() < s["target_tokens"].as_u64());
+    // error: the old refusal, naming file and line.
+    let a: Vec<&str> = ["stats"].iter().chain(&args).chain(&["--turns", "error"]).copied().collect();
+    let e = fails(d.path(), &a);
+    assert!(e.contains("d.jsonl:1") && e.contains("not prefix-stable"), "{e}");
+    // plan and train use the same sequences; the run records the policy.
+    let a: Vec<&str> =
+        ["plan"].iter().chain(&args).chain(&["--max-tokens", "512", "--json"]).copied().collect();
+    let p: Value = serde_json::from_str(&ok(d.path(), &a)).unwrap();
+    assert_eq!(p["sequences"], 7);
+    assert_eq!(p["target_tokens"], s["target_tokens"]);
+    let a: Vec<&str> = ["train"]
+        .iter()
+        .chain(&args)
+        .chain(&["--max-tokens", "512", "--steps", "2", "--quiet", "--out", "run"])
+        .copied()
+        .collect();
+    ok(d.path(), &a);
+    let cfg = std::fs::read_to_string(d.path().join("run/config.toml")).unwrap();
+    assert!(cfg.contains("turns = \"split\""), "{cfg}");
+}

