@@ -75,7 +75,11 @@ impl<B: Backend> ChatModel<B> {
         chat_template: Option<&Path>,
         device: &B::Device,
     ) -> anyhow::Result<Self> {
-        let tok = ModelTokenizer::load(Some(tokenizer.unwrap_or(dir)), chat_template)?;
+        // Hub ids (`org/name[@revision]`) load from the Hugging Face cache, downloading as needed.
+        let (dir, tokenizer) =
+            (crate::hub::resolve_path(dir)?, tokenizer.map(crate::hub::resolve_path).transpose()?);
+        let dir = dir.as_path();
+        let tok = ModelTokenizer::load(Some(tokenizer.as_deref().unwrap_or(dir)), chat_template)?;
         let (cfg, model) = load_hf::<B>(dir, device)?;
         let mut stop_tokens: Vec<u32> = cfg.eos_token_id.into_iter().collect();
         for file in ["config.json", "generation_config.json"] {

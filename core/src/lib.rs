@@ -13,6 +13,8 @@ pub mod data;
 #[cfg(feature = "native")]
 pub mod eval;
 #[cfg(feature = "native")]
+pub mod hub;
+#[cfg(feature = "native")]
 pub mod infer;
 #[cfg(feature = "native")]
 pub mod llm;

@@ -12,10 +12,11 @@ use crate::infer::{ChatModel, ChatParams};
 /// A local chat model: shared by `generate` and `serve`.
 #[derive(Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Hugging Face model directory (e.g. a run's export/).
+    /// Hugging Face model directory (e.g. a run's export/), or a Hub id `org/name[@revision]`
+    /// (downloaded into the Hugging Face cache; HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE apply).
     #[arg(long)]
     pub model: PathBuf,
-    /// Tokenizer directory (default: the model directory).
+    /// Tokenizer directory or Hub id (default: the model's).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     #[arg(long)]

@@ -79,10 +79,12 @@ pub enum DataCommand {
 /// Where the training data comes from and how it is tokenized.
 #[derive(Args, Debug, Clone)]
 pub struct DataArgs {
-    /// Training data: .jsonl or .json (messages, ShareGPT or Alpaca records).
+    /// Training data: .jsonl or .json (messages, ShareGPT or Alpaca records), or a Hub file
+    /// `hf://datasets/org/name[@revision]/path`.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Hugging Face model or tokenizer directory (tokenizer.json + chat template), or `builtin`.
+    /// Hugging Face model or tokenizer directory (tokenizer.json + chat template), a Hub id
+    /// `org/name[@revision]`, or `builtin`.
     #[arg(long, default_value = "builtin")]
     pub tokenizer: PathBuf,
     #[command(flatten)]

@@ -54,7 +54,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
         results.iter().map(|(c, r)| (c.strategy.to_string(), &r.stats)).collect();
     print!("{}", crate::plan::report::compare_table(&named));
     if let Some(m) = &args.model {
-        let mcfg = crate::train::memory::model_config(m)?;
+        let mcfg = crate::train::memory::model_config(&crate::hub::resolve_model(m)?)?;
         let train = crate::train::TrainConfig::embedded_default();
         println!("\nestimated peak training memory per device, model {m} (padding-free):");
         for (c, r) in results {

@@ -15,13 +15,15 @@ use crate::train::{LaunchOptions, RunDir, TrainConfig, checkpoint, launch, teach
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
     /// A preset (`tiny` = the embedded default; `small`, `medium` = wider, random-init shapes for
-    /// benchmarks) or a Hugging Face model directory.
+    /// benchmarks), a Hugging Face model directory, or a Hub id `org/name[@revision]` (downloaded
+    /// into the Hugging Face cache; HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE apply).
     #[arg(long, visible_alias = "preset", default_value = "tiny")]
     pub model: String,
-    /// Training data (.jsonl/.json); the embedded sample when absent.
+    /// Training data (.jsonl/.json, or a Hub file `hf://datasets/org/name[@revision]/path`); the
+    /// embedded sample when absent.
     #[arg(long)]
     pub data: Option<PathBuf>,
-    /// Tokenizer directory (default: the model directory; built-in for presets).
+    /// Tokenizer directory or Hub id (default: the model's; built-in for presets).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
@@ -166,9 +168,10 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    /// Hugging Face model directory (e.g. a run's export/).
+    /// Hugging Face model directory (e.g. a run's export/) or Hub id `org/name[@revision]`.
     #[arg(long)]
     pub model: PathBuf,
+    /// Data file, or a Hub file `hf://datasets/org/name[@revision]/path`.
     #[arg(long)]
     pub data: PathBuf,
     /// Tokenizer directory (default: the model directory).
@@ -185,15 +188,18 @@ pub struct ScoreArgs {
 
 /// Per-example mean cross entropy over the target tokens: `{"index","loss","target_tokens"}` lines.
 pub fn score(args: &ScoreArgs) -> anyhow::Result<()> {
+    let model = crate::hub::resolve_path(&args.model)?;
+    let tokenizer = args.tokenizer.as_deref().map(crate::hub::resolve_path).transpose()?;
     let mut tok = ModelTokenizer::load(
-        Some(args.tokenizer.as_deref().unwrap_or(&args.model)),
+        Some(tokenizer.as_deref().unwrap_or(&model)),
         args.records.chat_template.as_deref(),
     )?;
     tok.turns = args.records.turns;
-    let ds = TokenizedDataset::load(&args.data, args.records.format.0, args.records.skip_invalid, &tok)?;
+    let data = crate::hub::resolve_file(&args.data)?;
+    let ds = TokenizedDataset::load(&data, args.records.format.0, args.records.skip_invalid, &tok)?;
     let scores = crate::with_backend!(args.backend, |B, device| teacher_forced::score_dataset::<
         <B as AutodiffBackend>::InnerBackend,
-    >(&args.model, &ds, &device)?);
+    >(&model, &ds, &device)?);
     let mut lines = String::new();
     for s in scores {
         let line = serde_json::json!({"index": s.index, "loss": s.loss, "target_tokens": s.target_tokens});

@@ -37,10 +37,16 @@ impl Default for DataSource {
 impl DataSource {
     /// The tokenizer, then the data read and tokenized with it; also the tokenizer's name.
     pub fn load(&self) -> anyhow::Result<(TokenizedDataset, String)> {
-        let mut tok = ModelTokenizer::load(Some(&self.tokenizer), self.chat_template.as_deref())?;
+        #[cfg(feature = "native")]
+        let (tokenizer, data) = (
+            crate::hub::resolve_path(&self.tokenizer)?,
+            self.data.as_deref().map(crate::hub::resolve_file).transpose()?,
+        );
+        #[cfg(not(feature = "native"))]
+        let (tokenizer, data) = (self.tokenizer.clone(), self.data.clone());
+        let mut tok = ModelTokenizer::load(Some(&tokenizer), self.chat_template.as_deref())?;
         tok.turns = self.turns;
-        let ds =
-            TokenizedDataset::load_or_sample(self.data.as_deref(), self.format, self.skip_invalid, &tok)?;
+        let ds = TokenizedDataset::load_or_sample(data.as_deref(), self.format, self.skip_invalid, &tok)?;
         Ok((ds, tok.name.clone()))
     }
 }

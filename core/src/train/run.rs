@@ -46,6 +46,20 @@ fn tokenizer_dir(cfg: &TrainConfig) -> Option<PathBuf> {
     }
 }
 
+/// `cfg` with its Hub references (model, tokenizer, data) resolved to local paths, downloading
+/// into the Hugging Face cache what it lacks.
+pub fn resolve_hub(cfg: &TrainConfig) -> anyhow::Result<TrainConfig> {
+    let mut c = cfg.clone();
+    c.model = crate::hub::resolve_model(&cfg.model)?;
+    if let Some(t) = &cfg.tokenizer {
+        c.tokenizer = Some(crate::hub::resolve_model(&t.to_string_lossy())?.into());
+    }
+    if let Some(d) = &cfg.data {
+        c.data = Some(crate::hub::resolve_file(d)?);
+    }
+    Ok(c)
+}
+
 /// The tokenizer a run uses.
 pub fn run_tokenizer(cfg: &TrainConfig) -> anyhow::Result<ModelTokenizer> {
     let mut tok = ModelTokenizer::load(tokenizer_dir(cfg).as_deref(), cfg.chat_template.as_deref())?;
@@ -147,6 +161,10 @@ pub fn train_on<B: AutodiffBackend>(
     if writer {
         dir.write_config(cfg)?;
     }
+    // Hub ids (`--model org/name`, `--data hf://…`) become cache paths for loading; config.toml
+    // keeps them as given, so a resume resolves them again (from the cache, or offline).
+    let resolved = resolve_hub(cfg)?;
+    let cfg = &resolved;
 
     let tok = run_tokenizer(cfg)?;
     let ds = run_data(cfg, &tok)?;
