@@ -326,3 +326,40 @@ fn wgpu_f16_mixed_precision_matches_f32() {
     assert_ne!(h[1]["loss"], f[1]["loss"], "f16 really computed in f16");
     assert!(f[1]["loss"].as_f64().unwrap() > 1.0, "a real step was compared");
 }
+
+/// `core-cli doctor`: the CPU backend, the wgpu adapters (lavapipe here), CUDA not built in, a
+/// smoke run with its throughput; and the CUDA stub library on LD_LIBRARY_PATH is caught.
+#[test]
+fn doctor_reports_backends_adapters_and_a_smoke_run() {
+    let d = tempfile::tempdir().unwrap();
+    let v: Value = serde_json::from_str(&ok(d.path(), &["doctor", "--json"])).unwrap();
+    assert!(v["backends"].as_array().unwrap().iter().any(|b| b == "cpu"), "{v}");
+    assert!(v["cpu"]["threads"].as_u64().unwrap() >= 1);
+    assert!(v["cpu"]["memory_total_bytes"].as_u64().unwrap() > 1 << 30);
+    assert_eq!(v["cuda"]["built_in"], cfg!(feature = "cuda"));
+    let adapters = v["wgpu"].as_array().unwrap();
+    assert!(
+        adapters.iter().any(|a| a["name"].as_str().unwrap().contains("llvmpipe")),
+        "lavapipe (Mesa's software Vulkan) is what these machines have: {v}"
+    );
+    let smoke = &v["smoke"][0];
+    assert_eq!((smoke["backend"].as_str(), smoke["ok"].as_bool()), (Some("cpu"), Some(true)), "{smoke}");
+    assert!(smoke["useful_tok_per_s"].as_f64().unwrap() > 100.0, "{smoke}");
+    // The stub libcuda.so of a CUDA toolkit on the loader path.
+    let stubs = d.path().join("cuda/lib64/stubs");
+    std::fs::create_dir_all(&stubs).unwrap();
+    std::fs::write(stubs.join("libcuda.so"), b"").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_core-cli"))
+        .args(["doctor", "--smoke", "none"])
+        .env("LD_LIBRARY_PATH", &stubs)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("warning: LD_LIBRARY_PATH contains") && text.contains("CUDA_ERROR_STUB_LIBRARY"),
+        "{text}"
+    );
+    assert!(text.contains("cuda: not built in") || cfg!(feature = "cuda"), "{text}");
+    assert!(!text.contains("smoke"), "--smoke none runs nothing: {text}");
+}

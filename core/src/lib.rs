@@ -11,6 +11,8 @@ pub mod build;
 pub mod cli;
 pub mod data;
 #[cfg(feature = "native")]
+pub mod doctor;
+#[cfg(feature = "native")]
 pub mod eval;
 #[cfg(feature = "native")]
 pub mod hub;

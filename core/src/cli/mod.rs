@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod build_data;
 pub mod dataset;
+pub mod doctor;
 pub mod eval;
 pub mod generate;
 pub mod plan;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Build long instruction data from folders of documents with Self-Instruct (any
     /// OpenAI-compatible generator): questions of four task types, answers, resumable.
     BuildData(build_data::BuildDataArgs),
+    /// What this machine offers: backends built in, CPU, memory, wgpu adapters, CUDA driver,
+    /// NVRTC and GPUs (and a stub libcuda.so on LD_LIBRARY_PATH), and a smoke run per backend.
+    Doctor(doctor::DoctorArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -238,6 +242,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Some(Command::Serve(a)) => serve::run(&a),
         Some(Command::Eval(c)) => eval::run(&c),
         Some(Command::BuildData(a)) => build_data::run(&a),
+        Some(Command::Doctor(a)) => doctor::run(&a),
         None => train::embedded_default(&Default::default()),
     }
 }
