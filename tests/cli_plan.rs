@@ -352,4 +352,20 @@ fn templates_that_are_not_prefix_stable_follow_the_turn_policy() {
     ok(d.path(), &a);
     let cfg = std::fs::read_to_string(d.path().join("run/config.toml")).unwrap();
     assert!(cfg.contains("turns = \"split\""), "{cfg}");
+    // score: one line per training sequence, each with its own targets.
+    let a = [
+        "score",
+        "--model",
+        "run/export",
+        "--tokenizer",
+        "tok",
+        "--chat-template",
+        template,
+        "--data",
+        "d.jsonl",
+    ];
+    let lines: Vec<Value> = ok(d.path(), &a).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 7);
+    let targets: u64 = lines.iter().map(|l| l["target_tokens"].as_u64().unwrap()).sum();
+    assert_eq!(Some(targets), s["target_tokens"].as_u64());
 }
