@@ -155,13 +155,15 @@ impl<B: Backend> Rotary<B> {
     /// # Shapes
     /// - x: `[batch, seq, heads, head_dim]` (token-major, as the projections give it) → same
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, l, _, hd] = x.dims();
-        let dtype = x.dtype();
-        let table = |t: &Tensor<B, 4>| t.clone().cast(dtype).reshape([b, l, 1, hd]);
         #[cfg(feature = "native")]
-        let x = match longalign_kernels::try_rotary(x, table(&self.cos), table(&self.sin)) {
-            Ok(y) => return y,
-            Err([x, _, _]) => x,
+        let x = {
+            let [b, l, _, hd] = x.dims();
+            let dtype = x.dtype();
+            let table = |t: &Tensor<B, 4>| t.clone().cast(dtype).reshape([b, l, 1, hd]);
+            match longalign_kernels::try_rotary(x, table(&self.cos), table(&self.sin)) {
+                Ok(y) => return y,
+                Err([x, _, _]) => x,
+            }
         };
         self.formula(x)
     }
