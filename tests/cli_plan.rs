@@ -111,11 +111,7 @@ fn plan_file_is_complete_and_deterministic() {
 #[test]
 fn plans_real_data_files_with_a_model_tokenizer_dir() {
     let d = tempfile::tempdir().unwrap();
-    let tok = d.path().join("tok");
-    std::fs::create_dir(&tok).unwrap();
-    std::fs::write(tok.join("tokenizer.json"), longalign::data::builtin::tokenizer_json()).unwrap();
-    std::fs::write(tok.join("tokenizer_config.json"), longalign::data::builtin::tokenizer_config_json())
-        .unwrap();
+    common::builtin_tokenizer_dir(&d.path().join("tok"));
     let data = [
         r#"{"conversations":[{"from":"human","value":"hello there"},{"from":"gpt","value":"hi"}],"source":"sharegpt"}"#,
         r#"{"instruction":"Add","input":"1 and 2","output":"3"}"#,
@@ -297,11 +293,7 @@ fn data_dedupe_drops_edited_and_exact_copies() {
 #[test]
 fn templates_that_are_not_prefix_stable_follow_the_turn_policy() {
     let d = tempfile::tempdir().unwrap();
-    let tok = d.path().join("tok");
-    std::fs::create_dir(&tok).unwrap();
-    std::fs::write(tok.join("tokenizer.json"), longalign::data::builtin::tokenizer_json()).unwrap();
-    std::fs::write(tok.join("tokenizer_config.json"), longalign::data::builtin::tokenizer_config_json())
-        .unwrap();
+    common::builtin_tokenizer_dir(&d.path().join("tok"));
     let template = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/chat_templates/qwen3.jinja");
     let conv = |i: usize| {
         serde_json::json!({"messages": [

@@ -20,6 +20,14 @@ pub fn small_data(dir: &Path, examples: usize, seed: u64) {
     std::fs::write(dir.join("small.jsonl"), to_jsonl(&ex)).unwrap();
 }
 
+/// The built-in tokenizer's files in `dir`, as a Hugging Face tokenizer directory.
+pub fn builtin_tokenizer_dir(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("tokenizer.json"), longalign::data::builtin::tokenizer_json()).unwrap();
+    std::fs::write(dir.join("tokenizer_config.json"), longalign::data::builtin::tokenizer_config_json())
+        .unwrap();
+}
+
 /// A run's `events.jsonl`, parsed.
 pub fn events(run: &Path) -> Vec<Value> {
     std::fs::read_to_string(run.join("events.jsonl"))
