@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use common::{core_cli, ok};
+use common::ok;
 use longalign::hub::{Hub, Progress, Repo, RepoKind};
 use serde_json::json;
 
@@ -321,5 +321,4 @@ fn interrupted_downloads_resume_and_bad_blobs_are_refused() {
     let p = hub.file(&ds, "data/train.jsonl", &Progress::Hidden).unwrap();
     assert_eq!(std::fs::read(p).unwrap(), std::fs::read(d.join("small.jsonl")).unwrap());
     assert!(format!("{:#}", hub.file(&ds, "nope.jsonl", &Progress::Hidden).unwrap_err()).contains("no file"));
-    let _ = core_cli;
 }

@@ -75,12 +75,6 @@ pub struct DoctorConfig {
     pub smoke_steps: usize,
 }
 
-fn meminfo(key: &str) -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with(key))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 fn cpu() -> CpuInfo {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -109,8 +103,8 @@ fn cpu() -> CpuInfo {
         model,
         threads: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         features,
-        memory_total_bytes: meminfo("MemTotal:"),
-        memory_available_bytes: meminfo("MemAvailable:"),
+        memory_total_bytes: crate::util::mem::total_bytes(),
+        memory_available_bytes: crate::util::mem::available_bytes(),
     }
 }
 

@@ -89,53 +89,64 @@ impl ModelTokenizer {
         }
     }
 
-    /// The prefix rule over every assistant turn; `NotPrefix` where it fails.
-    fn prefix_spans(&self, messages: &[Message]) -> Result<Spans, TokenizerError> {
-        let full = self.render(messages, false)?;
-        let mut spans = Vec::new();
-        for (k, m) in messages.iter().enumerate() {
-            if m.role != Role::Assistant {
-                continue;
-            }
-            let pre = self.prompt_before(messages, k)?;
-            let post = self.render(&messages[..=k], false)?;
-            if !post.starts_with(&pre) || !full.starts_with(&post) {
-                return Err(TokenizerError::NotPrefix { turn: k });
-            }
-            if post.len() > pre.len() {
-                spans.push((pre.len(), post.len()));
-            }
-        }
-        Ok((full, spans))
-    }
-
-    /// The whole rendering with only the last assistant turn as targets.
-    fn last_turn_spans(&self, messages: &[Message]) -> Result<Spans, TokenizerError> {
-        let full = self.render(messages, false)?;
-        let Some(k) = messages.iter().rposition(|m| m.role == Role::Assistant) else {
-            return Ok((full, Vec::new()));
-        };
+    /// The target span of assistant turn k inside `full` by the prefix rule (`None` if the turn
+    /// renders empty); `NotPrefix` where the renders are not prefixes of each other.
+    fn turn_span(
+        &self,
+        messages: &[Message],
+        full: &str,
+        k: usize,
+    ) -> Result<Option<(usize, usize)>, TokenizerError> {
         let pre = self.prompt_before(messages, k)?;
         let post = self.render(&messages[..=k], false)?;
         if !post.starts_with(&pre) || !full.starts_with(&post) {
             return Err(TokenizerError::NotPrefix { turn: k });
         }
-        Ok((full, if post.len() > pre.len() { vec![(pre.len(), post.len())] } else { Vec::new() }))
+        Ok((post.len() > pre.len()).then_some((pre.len(), post.len())))
+    }
+
+    /// The whole rendering with the spans of the assistant turns `turns` (by [`Self::turn_span`]).
+    fn rule_spans(
+        &self,
+        messages: &[Message],
+        turns: impl Iterator<Item = usize>,
+    ) -> Result<Spans, TokenizerError> {
+        let full = self.render(messages, false)?;
+        let mut spans = Vec::new();
+        for k in turns {
+            spans.extend(self.turn_span(messages, &full, k)?);
+        }
+        Ok((full, spans))
+    }
+
+    /// The prefix rule over every assistant turn; `NotPrefix` where it fails.
+    fn prefix_spans(&self, messages: &[Message]) -> Result<Spans, TokenizerError> {
+        self.rule_spans(messages, (0..messages.len()).filter(|&k| messages[k].role == Role::Assistant))
+    }
+
+    /// The whole rendering with only the last assistant turn as targets.
+    fn last_turn_spans(&self, messages: &[Message]) -> Result<Spans, TokenizerError> {
+        self.rule_spans(messages, messages.iter().rposition(|m| m.role == Role::Assistant).into_iter())
+    }
+
+    /// [`Self::target_spans`], and whether the [`TurnPolicy`] decided (the prefix rule failed).
+    fn spans_by_policy(&self, messages: &[Message]) -> Result<(Spans, bool), TokenizerError> {
+        if self.template.has_generation_blocks() {
+            return Ok((self.template.render_spans(messages, false)?, false));
+        }
+        match self.prefix_spans(messages) {
+            Err(TokenizerError::NotPrefix { .. }) if self.turns == TurnPolicy::Last => {
+                Ok((self.last_turn_spans(messages)?, true))
+            }
+            r => Ok((r?, false)),
+        }
     }
 
     /// Text byte spans of the loss targets of the conversation as one sequence: the template's
     /// generation blocks, else the prefix rule; where that fails, the last turn only under
     /// [`TurnPolicy::Last`], and `NotPrefix` otherwise ([`Self::sequences`] splits).
     pub fn target_spans(&self, messages: &[Message]) -> Result<Spans, TokenizerError> {
-        if self.template.has_generation_blocks() {
-            return Ok(self.template.render_spans(messages, false)?);
-        }
-        match self.prefix_spans(messages) {
-            Err(TokenizerError::NotPrefix { .. }) if self.turns == TurnPolicy::Last => {
-                self.last_turn_spans(messages)
-            }
-            r => r,
-        }
+        Ok(self.spans_by_policy(messages)?.0)
     }
 
     /// Tokenizes `text` once (no special tokens added: the template holds them, as
@@ -178,15 +189,11 @@ impl ModelTokenizer {
     /// template is not prefix-stable, one per assistant turn (the conversation up to it, that
     /// turn the only target).
     pub fn sequences(&self, example: &Example) -> Result<Sequences, TokenizerError> {
-        let unstable = || {
-            !self.template.has_generation_blocks()
-                && matches!(self.prefix_spans(&example.messages), Err(TokenizerError::NotPrefix { .. }))
-        };
-        match self.tokenize(example) {
-            Ok(t) => Ok(Sequences {
-                seqs: vec![(example.clone(), t)],
-                // Only `last` tokenizes an unstable conversation as one sequence.
-                by_policy: self.turns == TurnPolicy::Last && unstable(),
+        let overlap = self.template.has_generation_blocks();
+        match self.spans_by_policy(&example.messages) {
+            Ok(((text, spans), by_policy)) => Ok(Sequences {
+                seqs: vec![(example.clone(), self.encode(&text, &spans, overlap)?)],
+                by_policy,
             }),
             Err(TokenizerError::NotPrefix { .. }) if self.turns == TurnPolicy::Split => {
                 let m = &example.messages;

@@ -196,8 +196,8 @@ pub fn fetch_file(
     std::fs::create_dir_all(&blobs).with_context(|| format!("creating {}", blobs.display()))?;
     let blob = blobs.join(&etag);
     if !blob.exists() {
-        download(hub, repo, &source, &blobs.join(format!("{etag}.incomplete")), size, path, progress, &rt)?;
         let part = blobs.join(format!("{etag}.incomplete"));
+        download(hub, repo, &source, &part, size, path, progress, &rt)?;
         if is_sha256(&etag) {
             let got = sha256_file(&part)?;
             if got != etag {

@@ -157,10 +157,8 @@ impl<B: Backend> Rotary<B> {
     pub fn apply(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         #[cfg(feature = "native")]
         let x = {
-            let [b, l, _, hd] = x.dims();
-            let dtype = x.dtype();
-            let table = |t: &Tensor<B, 4>| t.clone().cast(dtype).reshape([b, l, 1, hd]);
-            match longalign_kernels::try_rotary(x, table(&self.cos), table(&self.sin)) {
+            let (cos, sin) = self.tables_for(&x);
+            match longalign_kernels::try_rotary(x, cos, sin) {
                 Ok(y) => return y,
                 Err([x, _, _]) => x,
             }
@@ -168,19 +166,28 @@ impl<B: Backend> Rotary<B> {
         self.formula(x)
     }
 
-    /// [`Self::apply`] as tensor operations (the reference; wgpu and CUDA run it, fused). The
-    /// tables are computed in f32 and used in `x`'s dtype (as transformers does).
+    /// [`Self::apply`] as tensor operations (the reference; wgpu and CUDA run it, fused).
     ///
     /// # Shapes
     /// - as [`Self::apply`]
     pub fn formula(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
-        let [b, l, _, d] = x.dims();
+        let d = x.dims()[3];
+        let (cos, sin) = self.tables_for(&x);
         let x1 = x.clone().narrow(3, 0, d / 2);
         let x2 = x.clone().narrow(3, d / 2, d / 2);
         let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
-        let dtype = x.dtype();
-        let table = |t: &Tensor<B, 4>| t.clone().cast(dtype).reshape([b, l, 1, d]);
-        x * table(&self.cos) + rotated * table(&self.sin)
+        x * cos + rotated * sin
+    }
+
+    /// cos and sin laid out to broadcast over `x`'s heads, in `x`'s dtype (the tables are
+    /// computed in f32, as transformers does).
+    ///
+    /// # Shapes
+    /// - x: `[batch, seq, heads, head_dim]` → two `[batch, seq, 1, head_dim]`
+    fn tables_for(&self, x: &Tensor<B, 4>) -> (Tensor<B, 4>, Tensor<B, 4>) {
+        let [b, l, _, hd] = x.dims();
+        let table = |t: &Tensor<B, 4>| t.clone().cast(x.dtype()).reshape([b, l, 1, hd]);
+        (table(&self.cos), table(&self.sin))
     }
 }
 

@@ -129,13 +129,6 @@ pub fn for_plan(
     [false, true].map(|ck| estimate(mcfg, tokens, cfg.loss_chunk, ck, cfg.precision))
 }
 
-/// Memory this machine has available now (Linux `MemAvailable`; `None` elsewhere).
-pub fn available_bytes() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
-}
-
 /// A warning when a step is estimated not to fit in `available` bytes, with what would help.
 pub fn fit_warning(
     plain: &MemoryEstimate,

@@ -296,7 +296,7 @@ fn preflight_memory(cfg: &TrainConfig, plan: &crate::plan::Plan, quiet: bool) ->
         eprintln!("estimated peak memory per device: {}", e.render());
     }
     let available = match cfg.backend {
-        crate::backend::Backend::Cpu => super::memory::available_bytes(),
+        crate::backend::Backend::Cpu => crate::util::mem::available_bytes(),
         _ => None,
     };
     if let Some(w) =
