@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::data::tokenize::ModelTokenizer;
 use crate::data::{Message, Role};
 use crate::model::generate::{FinishReason, GenerateConfig, generate, middle_truncate};
-use crate::model::load::load_hf;
+use crate::model::peft::load_hf_adapted;
 use crate::model::{Llama, LlamaConfig};
 
 /// Sampling and limits of one answer (the OpenAI request fields we honour).
@@ -71,6 +71,7 @@ impl<B: Backend> ChatModel<B> {
     /// Loads a Hugging Face model directory (a run's `export/` included).
     pub fn load(
         dir: &Path,
+        adapter: Option<&Path>,
         tokenizer: Option<&Path>,
         chat_template: Option<&Path>,
         device: &B::Device,
@@ -80,7 +81,7 @@ impl<B: Backend> ChatModel<B> {
             (crate::hub::resolve_path(dir)?, tokenizer.map(crate::hub::resolve_path).transpose()?);
         let dir = dir.as_path();
         let tok = ModelTokenizer::load(Some(tokenizer.as_deref().unwrap_or(dir)), chat_template)?;
-        let (cfg, model) = load_hf::<B>(dir, device)?;
+        let (cfg, model) = load_hf_adapted::<B>(dir, adapter, device)?;
         let mut stop_tokens: Vec<u32> = cfg.eos_token_id.into_iter().collect();
         for file in ["config.json", "generation_config.json"] {
             if let Ok(s) = std::fs::read_to_string(dir.join(file)) {

@@ -104,6 +104,9 @@ pub struct AnswerArgs {
     /// Answer with this local model directory …
     #[arg(long, conflicts_with = "endpoint")]
     pub model: Option<PathBuf>,
+    /// A PEFT LoRA adapter directory (or Hub id) to apply to the local model.
+    #[arg(long, requires = "model")]
+    pub adapter: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
     pub backend: crate::backend::Backend,
     /// … or with this OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1).
@@ -120,7 +123,11 @@ impl AnswerArgs {
     /// The answerer these flags name (`None`: neither a model nor an endpoint).
     fn answerer(&self, http: &HttpArgs) -> anyhow::Result<Option<Answerer>> {
         Ok(match (&self.model, &self.endpoint, &self.endpoint_model) {
-            (Some(model), _, _) => Some(Answerer::Local { model: model.clone(), backend: self.backend }),
+            (Some(model), _, _) => Some(Answerer::Local {
+                model: model.clone(),
+                adapter: self.adapter.clone(),
+                backend: self.backend,
+            }),
             (None, Some(url), Some(name)) => {
                 Some(Answerer::Endpoint(http.options().client(url, name, &self.endpoint_api_key_env)?))
             }

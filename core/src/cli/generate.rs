@@ -16,6 +16,10 @@ pub struct ModelArgs {
     /// (downloaded into the Hugging Face cache; HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE apply).
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter directory (or Hub id) to apply to the model, e.g. a LoRA run's
+    /// adapter/ (folded into the weights at load).
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Tokenizer directory or Hub id (default: the model's).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -81,7 +85,13 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
     let mm = &a.model;
     let out = crate::with_backend!(mm.backend, |B, device| {
         let (tok, template) = (mm.tokenizer.as_deref(), mm.chat_template.as_deref());
-        let m = ChatModel::<<B as AutodiffBackend>::InnerBackend>::load(&mm.model, tok, template, &device)?;
+        let m = ChatModel::<<B as AutodiffBackend>::InnerBackend>::load(
+            &mm.model,
+            mm.adapter.as_deref(),
+            tok,
+            template,
+            &device,
+        )?;
         let t0 = std::time::Instant::now();
         let mut stdout = std::io::stdout();
         let out = m.chat(&messages, &a.sampling.params(), |delta| {

@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod doctor;
 pub mod eval;
 pub mod generate;
+pub mod lora;
 pub mod plan;
 pub mod serve;
 pub mod train;

@@ -39,6 +39,7 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
     let name = a.name.clone().unwrap_or_else(|| crate::llm::server::model_name(&a.model.model));
     let cfg = ServeConfig {
         model_dir: a.model.model.clone(),
+        adapter: a.model.adapter.clone(),
         tokenizer: a.model.tokenizer.clone(),
         chat_template: a.model.chat_template.clone(),
         model_name: name.clone(),

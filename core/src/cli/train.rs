@@ -33,8 +33,8 @@ pub struct TrainArgs {
     pub backend: Backend,
     #[command(flatten)]
     pub batch: BatchArgs,
-    /// Peak learning rate (default: 2e-5 as LongAlign for pretrained models; 2e-3 for presets
-    /// trained from scratch).
+    /// Peak learning rate (default: 2e-5 as LongAlign for pretrained models, 2e-4 for their LoRA
+    /// adapters; 2e-3 for presets trained from scratch).
     #[arg(long)]
     pub lr: Option<f64>,
     #[arg(long, default_value_t = 0.03)]
@@ -85,6 +85,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub summary_json: Option<PathBuf>,
     #[command(flatten)]
+    pub lora: super::lora::LoraArgs,
+    #[command(flatten)]
     pub dist: LaunchOptions,
 }
 
@@ -100,6 +102,7 @@ impl TrainArgs {
         // The budget is kept whatever the strategy (the planner reads it for sorted only), as
         // config.toml has always stored it.
         let plan = crate::plan::PlanConfig { token_budget: b.token_budget, ..opts.config(b.strategy) };
+        let lora = self.lora.to_config();
         TrainConfig {
             model: self.model.clone(),
             data: self.data.clone(),
@@ -109,7 +112,11 @@ impl TrainArgs {
             skip_invalid: self.records.skip_invalid,
             turns: self.records.turns,
             plan,
-            lr: self.lr.unwrap_or(if preset { 2e-3 } else { 2e-5 }),
+            lr: self.lr.unwrap_or(match (preset, lora.is_some()) {
+                (true, _) => 2e-3,
+                (false, true) => 2e-4,
+                (false, false) => 2e-5,
+            }),
             beta1: 0.9,
             beta2: 0.95,
             eps: 1e-8,
@@ -126,6 +133,7 @@ impl TrainArgs {
             seq_bucket: self.seq_bucket.or(self.backend.compiles_per_shape().then_some(64)),
             attention: self.attention,
             precision: self.precision,
+            lora,
         }
     }
 }
@@ -161,7 +169,16 @@ pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
             summary.padded_tokens,
             100.0 * summary.useful_tokens as f64 / summary.padded_tokens.max(1) as f64
         );
-        println!("run: {} (events.jsonl, checkpoints/, export/)", out.display());
+        if summary.adapter_dir.is_some() {
+            println!(
+                "trained {} of {} parameters (AdamW state {}B)",
+                crate::util::table::thousands(summary.trainable_parameters as u64),
+                crate::util::table::thousands(summary.total_parameters as u64),
+                crate::util::table::compact(summary.optimizer_state_bytes as f64)
+            );
+        }
+        let adapter = if summary.adapter_dir.is_some() { ", adapter/" } else { "" };
+        println!("run: {} (events.jsonl, checkpoints/, export/{adapter})", out.display());
     }
     Ok(())
 }
@@ -171,6 +188,9 @@ pub struct ScoreArgs {
     /// Hugging Face model directory (e.g. a run's export/) or Hub id `org/name[@revision]`.
     #[arg(long)]
     pub model: PathBuf,
+    /// A PEFT LoRA adapter directory (or Hub id) to apply to the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Data file, or a Hub file `hf://datasets/org/name[@revision]/path`.
     #[arg(long)]
     pub data: PathBuf,
@@ -197,9 +217,12 @@ pub fn score(args: &ScoreArgs) -> anyhow::Result<()> {
     tok.turns = args.records.turns;
     let data = crate::hub::resolve_file(&args.data)?;
     let ds = TokenizedDataset::load(&data, args.records.format.0, args.records.skip_invalid, &tok)?;
-    let scores = crate::with_backend!(args.backend, |B, device| teacher_forced::score_dataset::<
-        <B as AutodiffBackend>::InnerBackend,
-    >(&model, &ds, &device)?);
+    let scores =
+        crate::with_backend!(args.backend, |B, device| teacher_forced::score_dataset::<
+            <B as AutodiffBackend>::InnerBackend,
+        >(
+            &model, args.adapter.as_deref(), &ds, &device
+        )?);
     let mut lines = String::new();
     for s in scores {
         let line = serde_json::json!({"index": s.index, "loss": s.loss, "target_tokens": s.target_tokens});
@@ -217,14 +240,19 @@ pub fn score(args: &ScoreArgs) -> anyhow::Result<()> {
 pub struct ExportArgs {
     /// A run directory (uses its last checkpoint).
     pub run: PathBuf,
-    /// Output Hugging Face directory.
+    /// Output directory.
     #[arg(long)]
     pub out: PathBuf,
+    /// A LoRA run's adapter as a PEFT directory (adapter_config.json + adapter_model.safetensors)
+    /// instead of the merged Hugging Face model.
+    #[arg(long)]
+    pub adapter: bool,
 }
 
-/// Exports a run's last checkpoint as a Hugging Face directory.
+/// Exports a run's last checkpoint as a Hugging Face directory or a PEFT adapter.
 pub fn export(args: &ExportArgs) -> anyhow::Result<()> {
-    let step = checkpoint::export_latest(&RunDir::new(&args.run), &args.out)?;
+    let format = if args.adapter { checkpoint::ExportFormat::Peft } else { checkpoint::ExportFormat::Merged };
+    let step = checkpoint::export_latest(&RunDir::new(&args.run), &args.out, format)?;
     println!("exported step {step} of {} to {}", args.run.display(), args.out.display());
     Ok(())
 }

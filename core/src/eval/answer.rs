@@ -14,7 +14,8 @@ use crate::llm::{ChatMessage, ChatRequest, Client};
 #[derive(Clone)]
 pub enum Answerer {
     /// A Hugging Face model directory, run here on `backend` (one question at a time).
-    Local { model: PathBuf, backend: Backend },
+    /// A local model directory, with a PEFT adapter folded in when given.
+    Local { model: PathBuf, adapter: Option<PathBuf>, backend: Backend },
     /// An OpenAI-compatible endpoint (questions in flight at once, up to its concurrency).
     Endpoint(Client),
 }
@@ -55,8 +56,14 @@ impl Answerer {
             return Ok(());
         }
         match self {
-            Self::Local { model, backend } => crate::with_backend!(*backend, |B, device| {
-                let m = ChatModel::<<B as AutodiffBackend>::InnerBackend>::load(model, None, None, &device)?;
+            Self::Local { model, adapter, backend } => crate::with_backend!(*backend, |B, device| {
+                let m = ChatModel::<<B as AutodiffBackend>::InnerBackend>::load(
+                    model,
+                    adapter.as_deref(),
+                    None,
+                    None,
+                    &device,
+                )?;
                 for q in questions {
                     let prompt = match q.truncate_to {
                         Some(n) => m.middle_truncated(&q.prompt, n)?,

@@ -30,6 +30,8 @@ use crate::infer::{ChatModel, ChatOutput, ChatParams};
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub model_dir: PathBuf,
+    /// A PEFT adapter folded into the model at load.
+    pub adapter: Option<PathBuf>,
     pub tokenizer: Option<PathBuf>,
     pub chat_template: Option<PathBuf>,
     /// The name `/v1/models` lists and responses carry.
@@ -148,6 +150,7 @@ fn worker<B: Backend>(
 ) {
     let model = match ChatModel::<B>::load(
         &cfg.model_dir,
+        cfg.adapter.as_deref(),
         cfg.tokenizer.as_deref(),
         cfg.chat_template.as_deref(),
         &device,

@@ -10,12 +10,12 @@
 //! ```
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Tensor, TensorData};
 
 use super::kv_cache::LayerCache;
+use super::lora::Proj;
 use super::packed::PackedRows;
 use super::rope::Rotary;
 
@@ -190,10 +190,10 @@ pub enum Attend<'a, B: Backend> {
 /// Grouped-query self-attention.
 #[derive(Module, Debug)]
 pub struct Attention<B: Backend> {
-    pub q_proj: Linear<B>,
-    pub k_proj: Linear<B>,
-    pub v_proj: Linear<B>,
-    pub o_proj: Linear<B>,
+    pub q_proj: Proj<B>,
+    pub k_proj: Proj<B>,
+    pub v_proj: Proj<B>,
+    pub o_proj: Proj<B>,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,

@@ -79,19 +79,19 @@ impl<B: Backend> Llama<B> {
             .map(|_| Block {
                 input_layernorm: norm(d, cfg.rms_norm_eps, device),
                 self_attn: Attention {
-                    q_proj: linear(d, cfg.num_attention_heads * hd, cfg.qkv_bias, std, rng, device),
-                    k_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, std, rng, device),
-                    v_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, std, rng, device),
-                    o_proj: linear(cfg.num_attention_heads * hd, d, cfg.o_bias, std, rng, device),
+                    q_proj: linear(d, cfg.num_attention_heads * hd, cfg.qkv_bias, std, rng, device).into(),
+                    k_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, std, rng, device).into(),
+                    v_proj: linear(d, cfg.num_key_value_heads * hd, cfg.qkv_bias, std, rng, device).into(),
+                    o_proj: linear(cfg.num_attention_heads * hd, d, cfg.o_bias, std, rng, device).into(),
                     n_heads: cfg.num_attention_heads,
                     n_kv_heads: cfg.num_key_value_heads,
                     head_dim: hd,
                 },
                 post_attention_layernorm: norm(d, cfg.rms_norm_eps, device),
                 mlp: Mlp {
-                    gate_proj: linear(d, cfg.intermediate_size, false, std, rng, device),
-                    up_proj: linear(d, cfg.intermediate_size, false, std, rng, device),
-                    down_proj: linear(cfg.intermediate_size, d, false, std, rng, device),
+                    gate_proj: linear(d, cfg.intermediate_size, false, std, rng, device).into(),
+                    up_proj: linear(d, cfg.intermediate_size, false, std, rng, device).into(),
+                    down_proj: linear(cfg.intermediate_size, d, false, std, rng, device).into(),
                 },
             })
             .collect();
@@ -117,7 +117,7 @@ mod tests {
         for std in [LlamaConfig::tiny().initializer_range, 0.02] {
             let cfg = LlamaConfig { initializer_range: std, ..LlamaConfig::tiny() };
             let m = Llama::<burn::backend::Flex>::init(&cfg, &Default::default());
-            let w: Vec<f32> = m.layers[0].mlp.up_proj.weight.val().into_data().to_vec().unwrap();
+            let w: Vec<f32> = m.layers[0].mlp.up_proj.base.weight.val().into_data().to_vec().unwrap();
             let n = w.len() as f64; // 128 × 352 draws
             let mean = w.iter().map(|&x| x as f64).sum::<f64>() / n;
             let sd = (w.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
@@ -133,7 +133,7 @@ mod tests {
         let w = |seed| -> Vec<f32> {
             let m = Llama::<burn::backend::Flex>::init_seeded(&cfg, seed, &Default::default());
             let mut v: Vec<f32> = m.embed_tokens.weight.val().into_data().to_vec().unwrap();
-            v.extend(m.layers[1].self_attn.k_proj.weight.val().into_data().to_vec::<f32>().unwrap());
+            v.extend(m.layers[1].self_attn.k_proj.base.weight.val().into_data().to_vec::<f32>().unwrap());
             v
         };
         let (a, b, c) = (w(3), w(3), w(4));

@@ -17,6 +17,7 @@ use burn::tensor::{DType, Int, Tensor, TensorData};
 use super::attention::{Attend, Attention, AttentionMode, AttnContext};
 use super::config::LlamaConfig;
 use super::kv_cache::{KvCache, cached_mask};
+use super::lora::Proj;
 use super::packed::PackedRows;
 use super::rope::Rotary;
 
@@ -43,9 +44,9 @@ impl<B: Backend> RmsNorm<B> {
 /// SwiGLU feed-forward: `down(silu(gate(x)) · up(x))`.
 #[derive(Module, Debug)]
 pub struct Mlp<B: Backend> {
-    pub gate_proj: Linear<B>,
-    pub up_proj: Linear<B>,
-    pub down_proj: Linear<B>,
+    pub gate_proj: Proj<B>,
+    pub up_proj: Proj<B>,
+    pub down_proj: Proj<B>,
 }
 
 impl<B: Backend> Mlp<B> {

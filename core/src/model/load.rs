@@ -71,6 +71,11 @@ impl WeightFiles {
                 "no model.safetensors or model.safetensors.index.json (only safetensors weights are read)",
             ));
         };
+        Self::from_files(dir, names)
+    }
+
+    /// The given safetensors files, memory-mapped (`dir` names them in errors).
+    pub fn from_files(dir: &Path, names: Vec<PathBuf>) -> Result<Self, LoadError> {
         let mut files = Vec::new();
         let mut index = HashMap::new();
         for path in names {
@@ -91,6 +96,19 @@ impl WeightFiles {
 
     pub fn contains(&self, name: &str) -> bool {
         self.index.contains_key(name)
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut v: Vec<&str> = self.index.keys().map(String::as_str).collect();
+        v.sort();
+        v
+    }
+
+    /// The shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        let (_, map) = &self.files[*self.index.get(name)?];
+        SafeTensors::deserialize(map).ok()?.tensor(name).ok().map(|v| v.shape().to_vec())
     }
 
     /// Tensor `name` as f32, checked against `expected` shape.
@@ -179,19 +197,23 @@ impl<B: Backend> Llama<B> {
             layers.push(Block {
                 input_layernorm: ld.norm(&format!("{p}.input_layernorm"), d, eps)?,
                 self_attn: Attention {
-                    q_proj: ld.linear(&format!("{p}.self_attn.q_proj"), d, q, cfg.qkv_bias)?,
-                    k_proj: ld.linear(&format!("{p}.self_attn.k_proj"), d, kv, cfg.qkv_bias)?,
-                    v_proj: ld.linear(&format!("{p}.self_attn.v_proj"), d, kv, cfg.qkv_bias)?,
-                    o_proj: ld.linear(&format!("{p}.self_attn.o_proj"), q, d, cfg.o_bias)?,
+                    q_proj: ld.linear(&format!("{p}.self_attn.q_proj"), d, q, cfg.qkv_bias)?.into(),
+                    k_proj: ld.linear(&format!("{p}.self_attn.k_proj"), d, kv, cfg.qkv_bias)?.into(),
+                    v_proj: ld.linear(&format!("{p}.self_attn.v_proj"), d, kv, cfg.qkv_bias)?.into(),
+                    o_proj: ld.linear(&format!("{p}.self_attn.o_proj"), q, d, cfg.o_bias)?.into(),
                     n_heads: cfg.num_attention_heads,
                     n_kv_heads: cfg.num_key_value_heads,
                     head_dim: hd,
                 },
                 post_attention_layernorm: ld.norm(&format!("{p}.post_attention_layernorm"), d, eps)?,
                 mlp: Mlp {
-                    gate_proj: ld.linear(&format!("{p}.mlp.gate_proj"), d, cfg.intermediate_size, false)?,
-                    up_proj: ld.linear(&format!("{p}.mlp.up_proj"), d, cfg.intermediate_size, false)?,
-                    down_proj: ld.linear(&format!("{p}.mlp.down_proj"), cfg.intermediate_size, d, false)?,
+                    gate_proj: ld
+                        .linear(&format!("{p}.mlp.gate_proj"), d, cfg.intermediate_size, false)?
+                        .into(),
+                    up_proj: ld.linear(&format!("{p}.mlp.up_proj"), d, cfg.intermediate_size, false)?.into(),
+                    down_proj: ld
+                        .linear(&format!("{p}.mlp.down_proj"), cfg.intermediate_size, d, false)?
+                        .into(),
                 },
             });
         }
@@ -212,7 +234,8 @@ impl<B: Backend> Llama<B> {
         })
     }
 
-    /// Every weight under its Hugging Face name, in PyTorch layout, as (shape, f32 values).
+    /// Every weight under its Hugging Face name, in PyTorch layout, as (shape, f32 values); LoRA
+    /// adapters are folded into their projections.
     pub fn hf_tensors(&self) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
         let mut out = BTreeMap::new();
         let mut put = |name: String, t: Tensor<B, 2>| {
@@ -237,12 +260,12 @@ impl<B: Backend> Llama<B> {
             for (n, l) in
                 [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)]
             {
-                linear(&mut put, &format!("{p}.self_attn.{n}"), l);
+                linear(&mut put, &format!("{p}.self_attn.{n}"), &l.clone().merged());
             }
             let m = &layer.mlp;
             for (n, l) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)]
             {
-                linear(&mut put, &format!("{p}.mlp.{n}"), l);
+                linear(&mut put, &format!("{p}.mlp.{n}"), &l.clone().merged());
             }
         }
         put("model.norm.weight".into(), self.norm.weight.val().unsqueeze::<2>());
@@ -280,7 +303,20 @@ pub fn save_hf<B: Backend>(
 ) -> anyhow::Result<()> {
     cfg.check_hf().map_err(anyhow::Error::msg)?;
     std::fs::create_dir_all(dir)?;
-    let tensors = model.hf_tensors();
+    let st = safetensors_f32(model.hf_tensors())?;
+    crate::util::write_atomic(&dir.join("model.safetensors"), &st)?;
+    crate::util::write_atomic(
+        &dir.join("config.json"),
+        serde_json::to_string_pretty(&cfg.to_hf_json())?.as_bytes(),
+    )?;
+    for (name, content) in tokenizer_files {
+        crate::util::write_atomic(&dir.join(name), content)?;
+    }
+    Ok(())
+}
+
+/// A safetensors file of f32 tensors (name → shape, values), as PyTorch writes them.
+pub fn safetensors_f32(tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> anyhow::Result<Vec<u8>> {
     let bytes: BTreeMap<String, (Vec<usize>, Vec<u8>)> = tensors
         .into_iter()
         .map(|(n, (shape, data))| (n, (shape, data.iter().flat_map(|x| x.to_le_bytes()).collect())))
@@ -292,14 +328,5 @@ pub fn save_hf<B: Backend>(
         })
         .collect::<Result<_, safetensors::SafeTensorError>>()?;
     let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let st = safetensors::serialize(views, Some(meta))?;
-    crate::util::write_atomic(&dir.join("model.safetensors"), &st)?;
-    crate::util::write_atomic(
-        &dir.join("config.json"),
-        serde_json::to_string_pretty(&cfg.to_hf_json())?.as_bytes(),
-    )?;
-    for (name, content) in tokenizer_files {
-        crate::util::write_atomic(&dir.join(name), content)?;
-    }
-    Ok(())
+    Ok(safetensors::serialize(views, Some(meta))?)
 }

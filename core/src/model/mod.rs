@@ -11,8 +11,12 @@ pub mod kv_cache;
 pub mod llama;
 #[cfg(feature = "native")]
 pub mod load;
+pub mod lora;
+pub mod lora_dropout;
 pub mod loss;
 pub mod packed;
+#[cfg(feature = "native")]
+pub mod peft;
 pub mod precision;
 pub mod rope;
 
@@ -20,5 +24,6 @@ pub use attention::AttentionMode;
 pub use config::{Architecture, LlamaConfig, RopeScaling};
 pub use kv_cache::KvCache;
 pub use llama::{Input, Llama};
+pub use lora::{LoraConfig, Target as LoraTarget};
 pub use packed::PackedRows;
 pub use precision::Precision;

@@ -97,16 +97,35 @@ pub fn load<B: AutodiffBackend, O: Optimizer<Llama<B>, B>>(
     Ok((model, optim.load_record(record), step))
 }
 
-/// Exports the last checkpoint of the run in `run` as a Hugging Face directory `out` (on the CPU
-/// backend: export is a copy of weights, no compute). Returns the step it held.
-pub fn export_latest(run: &super::RunDir, out: &Path) -> anyhow::Result<usize> {
-    let cfg = run.read_config()?;
+/// What `export` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// A Hugging Face model directory (a LoRA run's adapters merged into the weights).
+    Merged,
+    /// A LoRA run's adapter as a PEFT directory.
+    Peft,
+}
+
+/// Exports the last checkpoint of the run in `run` to `out` as `format` says (on the CPU backend:
+/// export is a copy of weights, no compute). Returns the step it held.
+pub fn export_latest(run: &super::RunDir, out: &Path, format: ExportFormat) -> anyhow::Result<usize> {
+    let given = run.read_config()?;
+    if format == ExportFormat::Peft && given.lora.is_none() {
+        anyhow::bail!("{}: not a LoRA run, so it has no adapter to export", run.path.display());
+    }
     let ck = latest(&run.path)?.with_context(|| format!("{}: no checkpoint", run.path.display()))?;
+    let cfg = super::run::resolve_hub(&given)?;
     type B = burn::backend::Autodiff<burn::backend::Flex>;
     let device = Default::default();
     let (mcfg, model) = super::run_model::<B>(&cfg, &device)?;
     let optim = burn::optim::AdamWConfig::new().init::<B, Llama<B>>();
     let (model, _, step) = load::<B, _>(&ck, model, optim, &device)?;
-    super::export(&burn::module::AutodiffModule::valid(&model), &mcfg, &cfg, out)?;
+    let model = burn::module::AutodiffModule::valid(&model);
+    match (format, &cfg.lora) {
+        (ExportFormat::Peft, Some(l)) => {
+            crate::model::peft::save_adapter(&model, &mcfg, l, &given.model, out)?
+        }
+        _ => super::export(&model, &mcfg, &cfg, out)?,
+    }
     Ok(step)
 }

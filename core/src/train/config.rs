@@ -68,6 +68,9 @@ pub struct TrainConfig {
     /// Compute format (`bf16`, `f16`: mixed precision with f32 master weights and optimizer).
     #[serde(default)]
     pub precision: crate::model::Precision,
+    /// LoRA adapters on a frozen base (`None`: full fine-tuning).
+    #[serde(default)]
+    pub lora: Option<crate::model::LoraConfig>,
 }
 
 impl TrainConfig {
@@ -99,6 +102,7 @@ impl TrainConfig {
             seq_bucket: None,
             attention: Default::default(),
             precision: Default::default(),
+            lora: None,
         }
     }
 
@@ -126,11 +130,21 @@ impl TrainConfig {
     }
 }
 
-/// A preset's fresh model, seeded by `init_seed`; `None` when `cfg.model` is not a preset.
+/// A preset's fresh model, seeded by `init_seed` (with the run's LoRA adapters, if any); `None`
+/// when `cfg.model` is not a preset.
 pub fn init_preset<B: Backend>(cfg: &TrainConfig, device: &B::Device) -> Option<(LlamaConfig, Llama<B>)> {
     let mc = LlamaConfig::preset(&cfg.model)?;
     let model = Llama::init_seeded(&mc, cfg.init_seed, device);
-    Some((mc, model))
+    Some((mc, adapt(cfg, model, device)))
+}
+
+/// `model` as the run trains it: with fresh LoRA adapters (seeded by `init_seed`) and its base
+/// frozen when `cfg.lora` is set, unchanged otherwise.
+pub fn adapt<B: Backend>(cfg: &TrainConfig, model: Llama<B>, device: &B::Device) -> Llama<B> {
+    match &cfg.lora {
+        Some(l) => model.with_lora(l, cfg.init_seed, device),
+        None => model,
+    }
 }
 
 /// The id that fills padding: the tokenizer's pad token, else `<|endoftext|>`, else 0 (padding

@@ -87,6 +87,14 @@ pub fn estimate(
 }
 
 impl MemoryEstimate {
+    /// The same step training LoRA adapters (`lora`) on a frozen base: gradients and AdamW moments
+    /// for the trainable parameters only, the adapters' own weights on top of the base's.
+    pub fn with_lora(self, mcfg: &LlamaConfig, lora: &crate::model::LoraConfig) -> Self {
+        let (t, a) = (lora.trainable_parameters(mcfg) as u64, lora.adapter_parameters(mcfg) as u64);
+        let e = Self { weights: self.weights + 4 * a, gradients: 4 * t, optimizer: 8 * t, ..self };
+        Self { total: BASE + e.weights + e.gradients + e.optimizer + e.activations + e.loss, ..e }
+    }
+
     /// One line: the total and where it goes.
     pub fn render(&self) -> String {
         let gb = |b: u64| crate::util::table::compact(b as f64);
@@ -126,7 +134,13 @@ pub fn for_plan(
         .map(|mb| super::inputs::computed_tokens(mb, layout))
         .max()
         .unwrap_or(0);
-    [false, true].map(|ck| estimate(mcfg, tokens, cfg.loss_chunk, ck, cfg.precision))
+    [false, true].map(|ck| {
+        let e = estimate(mcfg, tokens, cfg.loss_chunk, ck, cfg.precision);
+        match &cfg.lora {
+            Some(l) => e.with_lora(mcfg, l),
+            None => e,
+        }
+    })
 }
 
 /// A warning when a step is estimated not to fit in `available` bytes, with what would help.

@@ -109,6 +109,7 @@ pub fn gradients_chunked<B: AutodiffBackend>(
         let mut dh = Vec::with_capacity(tokens.div_ceil(mlp_chunk));
         for start in (0..tokens).step_by(mlp_chunk) {
             let n = mlp_chunk.min(tokens - start);
+            let _offset = crate::model::lora_dropout::at_offset(start);
             let hc = Tensor::<B, 3>::from_inner(h_value.clone().narrow(1, start, n)).require_grad();
             let mlp = compute_view(&block.mlp, opts.precision);
             let post = compute_view(&block.post_attention_layernorm, opts.precision);
@@ -122,10 +123,12 @@ pub fn gradients_chunked<B: AutodiffBackend>(
         acc.accumulate(model, GradientsParams::from_grads(g, model));
     }
 
-    // The embeddings.
-    let embed = compute_view(&model.embed_tokens, opts.precision);
-    let g = vjp(embed.forward(Tensor::<B, 2, Int>::from_data(ids(), device)), dx);
-    acc.accumulate(model, GradientsParams::from_grads(g, model));
+    // The embeddings, unless frozen (LoRA): then nothing below the first layer needs a gradient.
+    if model.embed_tokens.weight.val().is_require_grad() {
+        let embed = compute_view(&model.embed_tokens, opts.precision);
+        let g = vjp(embed.forward(Tensor::<B, 2, Int>::from_data(ids(), device)), dx);
+        acc.accumulate(model, GradientsParams::from_grads(g, model));
+    }
     (value, acc.grads())
 }
 
@@ -165,6 +168,7 @@ fn block_chunked<C: Backend>(
     let parts = (0..tokens)
         .step_by(chunk)
         .map(|start| {
+            let _offset = crate::model::lora_dropout::at_offset(start);
             let hc = h.clone().narrow(1, start, chunk.min(tokens - start));
             hc.clone() + block.mlp.forward(block.post_attention_layernorm.forward(hc))
         })

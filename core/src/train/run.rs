@@ -32,6 +32,17 @@ pub struct RunSummary {
     pub padded_tokens: u64,
     pub wall_s: f64,
     pub export_dir: PathBuf,
+    /// The PEFT adapter directory of a LoRA run.
+    #[serde(default)]
+    pub adapter_dir: Option<PathBuf>,
+    /// Parameters trained, of all the model's (LoRA: the adapters and what else it trains).
+    #[serde(default)]
+    pub trainable_parameters: usize,
+    #[serde(default)]
+    pub total_parameters: usize,
+    /// Bytes of AdamW state (two f32 moments per trainable parameter).
+    #[serde(default)]
+    pub optimizer_state_bytes: u64,
     /// Peak resident memory of the process so far (Linux `VmHWM`), if known.
     pub peak_rss_bytes: Option<u64>,
 }
@@ -79,7 +90,10 @@ pub fn run_model<B: AutodiffBackend>(
 ) -> anyhow::Result<(LlamaConfig, Llama<B>)> {
     match super::init_preset::<B>(cfg, device) {
         Some(m) => Ok(m),
-        None => Ok(load_hf(Path::new(&cfg.model), device)?),
+        None => {
+            let (mc, model) = load_hf(Path::new(&cfg.model), device)?;
+            Ok((mc, super::config::adapt(cfg, model, device)))
+        }
     }
 }
 
@@ -125,6 +139,9 @@ pub fn train_on<B: AutodiffBackend>(
     quiet: bool,
 ) -> anyhow::Result<RunSummary> {
     launch.check()?;
+    if let Some(l) = &cfg.lora {
+        l.check().map_err(anyhow::Error::msg)?;
+    }
     if cfg.attention == crate::model::AttentionMode::Varlen
         && !crate::model::AttentionMode::kernel_supported::<B>()
     {
@@ -216,6 +233,9 @@ pub fn train_on<B: AutodiffBackend>(
                 String::new()
             }
         );
+        if let Some(l) = &cfg.lora {
+            eprintln!("{}", l.describe(&mcfg));
+        }
     }
     let collective = if launch.world() > 1 {
         // burn-communication installs an INFO-level subscriber for every tensor transfer unless one
@@ -406,9 +426,15 @@ fn run_rank<B: AutodiffBackend>(
     }
     bar.finish_and_clear();
     let export_dir = run.dir.export();
+    let adapter_dir = cfg.lora.as_ref().map(|_| run.dir.adapter());
     if lead {
-        export(&trainer.model().valid(), &run.mcfg, cfg, &export_dir)?;
+        let model = trainer.model().valid();
+        export(&model, &run.mcfg, cfg, &export_dir)?;
+        if let (Some(l), Some(dir)) = (&cfg.lora, &adapter_dir) {
+            crate::model::peft::save_adapter(&model, &run.mcfg, l, &cfg.model, dir)?;
+        }
     }
+    let trainable = crate::model::lora::Trainable::of(trainer.model());
     if let Some(peer) = peer {
         peer.finish()?;
     }
@@ -420,6 +446,10 @@ fn run_rank<B: AutodiffBackend>(
         padded_tokens: padded_all,
         wall_s: t0.elapsed().as_secs_f64(),
         export_dir,
+        adapter_dir,
+        trainable_parameters: trainable.trainable,
+        total_parameters: trainable.total,
+        optimizer_state_bytes: trainable.optimizer_bytes(),
         peak_rss_bytes: crate::util::mem::peak_rss_bytes(),
     })
 }

@@ -5,7 +5,8 @@
 //! ├── config.toml          the TrainConfig the run was started with (resume and export read it)
 //! ├── events.jsonl         one StepEvent per optimizer step (events.rs)
 //! ├── checkpoints/step-N/  model, optimizer state, state.json (checkpoint.rs)
-//! └── export/              the trained model as a Hugging Face directory
+//! ├── export/              the trained model as a Hugging Face directory (LoRA: merged)
+//! └── adapter/             a LoRA run's adapter as a PEFT directory
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -39,6 +40,11 @@ impl RunDir {
 
     pub fn export(&self) -> PathBuf {
         self.path.join("export")
+    }
+
+    /// A LoRA run's adapter, as PEFT saves one.
+    pub fn adapter(&self) -> PathBuf {
+        self.path.join("adapter")
     }
 
     /// Whether a run was already started here (it has logged steps).

@@ -28,6 +28,9 @@ pub struct LossOptions {
     /// Per-layer activation checkpointing ([`super::recompute`]): keep each decoder layer's input
     /// only, recompute the layer in the backward.
     pub checkpoint: bool,
+    /// Where LoRA dropout draws this step's masks from (`None`: this rank's step has none;
+    /// see [`crate::model::lora_dropout`]).
+    pub dropout_key: Option<u64>,
 }
 
 impl LossOptions {
@@ -41,6 +44,7 @@ impl LossOptions {
             precision: Precision::F32,
             layout: inputs::Layout::Padded,
             checkpoint: false,
+            dropout_key: None,
         }
     }
 
@@ -85,7 +89,11 @@ pub fn gradients<'a, B: AutodiffBackend>(
 ) -> (Vec<Tensor<B::InnerBackend, 1>>, GradientsParams) {
     let mut acc = GradientsAccumulator::<Llama<B>>::new();
     let mut losses = Vec::new();
-    for mb in micro_batches {
+    for (j, mb) in micro_batches.into_iter().enumerate() {
+        // Dropout masks are a function of the step, the rank and the micro-batch only.
+        let _dropout = opts.dropout_key.map(|k| {
+            crate::model::lora_dropout::scope(crate::util::rng::SplitMix64::derive(k, j as u64).next_u64())
+        });
         let input = inputs::build(mb, tokens, pad_id, opts.layout);
         if input.weights.iter().all(|&w| w == 0.0) {
             continue;
@@ -154,4 +162,4 @@ pub fn update_deferred<B: AutodiffBackend, O: Optimizer<Llama<B>, B>>(
 
 #[cfg(all(test, feature = "native"))]
 #[path = "step_tests.rs"]
-mod tests;
+pub(crate) mod tests;

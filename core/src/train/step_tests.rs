@@ -27,7 +27,7 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Grads<'_> {
 }
 
 /// Ragged sequences of 5..=100 tokens, the answer the last third of each.
-fn data(n: usize, vocab: usize) -> Vec<Tokenized> {
+pub(crate) fn data(n: usize, vocab: usize) -> Vec<Tokenized> {
     let mut rng = SplitMix64::new(7);
     (0..n)
         .map(|_| {
@@ -39,7 +39,7 @@ fn data(n: usize, vocab: usize) -> Vec<Tokenized> {
         .collect()
 }
 
-fn plan_of(tokens: &[Tokenized], strategy: Strategy, loss: LossMode) -> Plan {
+pub(crate) fn plan_of(tokens: &[Tokenized], strategy: Strategy, loss: LossMode) -> Plan {
     let items: Vec<Item> = tokens
         .iter()
         .enumerate()
@@ -75,7 +75,7 @@ fn step_grads(
 }
 
 /// Relative L2 distance of two gradient vectors.
-fn rel(a: &[f32], b: &[f32]) -> f64 {
+pub(crate) fn rel(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len());
     let (mut err, mut norm) = (0f64, 0f64);
     for (x, y) in a.iter().zip(b) {

@@ -71,13 +71,15 @@ pub fn score_example<B: Backend>(
     }
 }
 
-/// Loads the Hugging Face model in `model_dir` and scores every example of `ds` (`core-cli score`).
+/// Loads the Hugging Face model in `model_dir` (with the PEFT adapter `adapter` folded in, if
+/// given) and scores every example of `ds` (`core-cli score`).
 pub fn score_dataset<B: Backend>(
     model_dir: &std::path::Path,
+    adapter: Option<&std::path::Path>,
     ds: &crate::data::TokenizedDataset,
     device: &B::Device,
 ) -> anyhow::Result<Vec<ExampleScore>> {
-    let (cfg, model) = crate::model::load::load_hf::<B>(model_dir, device)?;
+    let (cfg, model) = crate::model::peft::load_hf_adapted::<B>(model_dir, adapter, device)?;
     Ok(ds.tokens.iter().enumerate().map(|(i, t)| score_example(&model, &cfg, t, i, device)).collect())
 }
 
