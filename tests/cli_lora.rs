@@ -208,3 +208,23 @@ fn bad_lora_flags_are_clear_errors() {
         assert!(e.contains(want), "{args:?}: {e}");
     }
 }
+
+/// Two devices equal one device accumulating two micro-batches, LoRA dropout included (its masks
+/// follow the micro-batch, not the device).
+#[test]
+fn lora_data_parallel_equals_accumulation() {
+    let d = tempfile::tempdir().unwrap();
+    let base = ["train", "--quiet", "--steps", "5", "--lora-rank", "4", "--lora-dropout", "0.1", "--train", "norms"];
+    let mut one = base.to_vec();
+    one.extend(["--accum", "2", "--out", "one"]);
+    ok(d.path(), &one);
+    let mut two = base.to_vec();
+    two.extend(["--devices", "0,1", "--out", "two"]);
+    ok(d.path(), &two);
+    let (a, b) = (events(&d.path().join("one")), events(&d.path().join("two")));
+    assert_eq!(a.len(), 5);
+    for (x, y) in a.iter().zip(&b) {
+        let (x, y) = (x["loss"].as_f64().unwrap(), y["loss"].as_f64().unwrap());
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "2 devices {y} vs accumulation {x}");
+    }
+}

@@ -28,8 +28,8 @@ pub struct LossOptions {
     /// Per-layer activation checkpointing ([`super::recompute`]): keep each decoder layer's input
     /// only, recompute the layer in the backward.
     pub checkpoint: bool,
-    /// Where LoRA dropout draws this step's masks from (`None`: this rank's step has none;
-    /// see [`crate::model::lora_dropout`]).
+    /// Where LoRA dropout draws this step's masks from, with each micro-batch's sequences
+    /// (`None`: no dropout; see [`crate::model::lora_dropout`]).
     pub dropout_key: Option<u64>,
 }
 
@@ -89,10 +89,13 @@ pub fn gradients<'a, B: AutodiffBackend>(
 ) -> (Vec<Tensor<B::InnerBackend, 1>>, GradientsParams) {
     let mut acc = GradientsAccumulator::<Llama<B>>::new();
     let mut losses = Vec::new();
-    for (j, mb) in micro_batches.into_iter().enumerate() {
-        // Dropout masks are a function of the step, the rank and the micro-batch only.
+    for mb in micro_batches {
+        // Dropout masks are a function of the step and the micro-batch's sequences only: the same
+        // on one device with accumulation as on several devices, and on a resumed run.
         let _dropout = opts.dropout_key.map(|k| {
-            crate::model::lora_dropout::scope(crate::util::rng::SplitMix64::derive(k, j as u64).next_u64())
+            let ids = mb.rows.iter().flat_map(|r| &r.ids);
+            let key = ids.fold(k, |h, &id| crate::util::rng::SplitMix64::derive(h, id as u64).next_u64());
+            crate::model::lora_dropout::scope(key)
         });
         let input = inputs::build(mb, tokens, pad_id, opts.layout);
         if input.weights.iter().all(|&w| w == 0.0) {

@@ -228,8 +228,7 @@ impl<B: AutodiffBackend> Trainer<B> {
         let model = self.model.take().expect("a model between steps");
         let mut opts = step::LossOptions::of(&self.cfg);
         if self.cfg.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
-            let key = (s as u64) << 20 | self.rank as u64;
-            opts.dropout_key = Some(crate::util::rng::SplitMix64::derive(self.cfg.plan.seed, key).next_u64());
+            opts.dropout_key = Some(crate::util::rng::SplitMix64::derive(self.cfg.plan.seed, s as u64).next_u64());
         }
         // With one rank this is every micro-batch of the step (the plan's `devices` is 1).
         let mine = self.plan.steps[s].micro_batches.iter().filter(|mb| mb.device == self.rank);
