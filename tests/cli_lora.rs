@@ -214,7 +214,8 @@ fn bad_lora_flags_are_clear_errors() {
 #[test]
 fn lora_data_parallel_equals_accumulation() {
     let d = tempfile::tempdir().unwrap();
-    let base = ["train", "--quiet", "--steps", "5", "--lora-rank", "4", "--lora-dropout", "0.1", "--train", "norms"];
+    let base =
+        ["train", "--quiet", "--steps", "5", "--lora-rank", "4", "--lora-dropout", "0.1", "--train", "norms"];
     let mut one = base.to_vec();
     one.extend(["--accum", "2", "--out", "one"]);
     ok(d.path(), &one);

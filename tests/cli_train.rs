@@ -363,3 +363,103 @@ fn doctor_reports_backends_adapters_and_a_smoke_run() {
     assert!(text.contains("cuda: not built in") || cfg!(feature = "cuda"), "{text}");
     assert!(!text.contains("smoke"), "--smoke none runs nothing: {text}");
 }
+
+/// `--backend wgpu` over lengths 64..2,000: kernels are compiled and tuned in the first steps, and
+/// later only when a step brings a shape not seen before (a short stream at the end of the data,
+/// more sequences or targets than any earlier step); `compiles` / `autotunes` per step are in
+/// events.jsonl. A second run finds the autotune results in the persisted cache
+/// (`LONGALIGN_KERNEL_CACHE`) and tunes nothing.
+#[test]
+fn wgpu_compiles_only_for_new_shapes_and_caches_autotune_results() {
+    let d = tempfile::tempdir().unwrap();
+    let ex = longalign::data::synth::generate(longalign::data::synth::SynthConfig {
+        examples: 40,
+        seed: 5,
+        min_len: 64,
+        max_len: 2000,
+        mix: longalign::data::synth::MIX,
+    });
+    std::fs::write(d.path().join("varied.jsonl"), longalign::data::synth::to_jsonl(&ex)).unwrap();
+    let cache = d.path().join("kernels");
+    let run = |out: &str| {
+        let args =
+            ["train", "--backend", "wgpu", "--data", "varied.jsonl", "--max-tokens", "2048", "--steps", "10"];
+        let status = Command::new(env!("CARGO_BIN_EXE_core-cli"))
+            .args(args)
+            .args(["--quiet", "--out", out])
+            .current_dir(d.path())
+            .env("LONGALIGN_KERNEL_CACHE", &cache)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        events(&d.path().join(out))
+    };
+    let n = |e: &Value, k: &str| e[k].as_u64().unwrap();
+    let first = run("first");
+    assert_eq!(first.len(), 10);
+    let early: u64 = first[..3].iter().map(|e| n(e, "compiles")).sum();
+    assert!(early > 10, "the first steps compile kernels: {first:?}");
+    let mut seen = std::collections::HashSet::new();
+    for (i, e) in first.iter().enumerate() {
+        // The shapes a step's kernels see: the stream, the sequences, the targets (in chunks of 64).
+        let shape = (n(e, "padded_tokens"), n(e, "sequences"), n(e, "target_tokens").div_ceil(64));
+        let new = seen.insert(shape);
+        if i >= 3 && !new {
+            assert_eq!((n(e, "compiles"), n(e, "autotunes")), (0, 0), "step {} repeats a shape: {e}", i + 1);
+        }
+    }
+    assert!(std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0) > 0, "autotune results persisted");
+    let second = run("second");
+    let tuned: u64 = second.iter().map(|e| n(e, "autotunes")).sum();
+    assert_eq!(tuned, 0, "the second run tunes nothing: {second:?}");
+    let (a, b) = (first[9]["loss"].as_f64().unwrap(), second[9]["loss"].as_f64().unwrap());
+    assert!((a - b).abs() <= 1e-5 * a.abs(), "cached tuning, same result: {a} vs {b}");
+}
+
+/// On the backend users get (`--backend wgpu`: Burn's fusion and autotune as shipped), a trained
+/// tiny model's greedy answer of 64 tokens with the KV cache is the CPU's token for token, and
+/// `score` is the CPU's within 1e-4.
+#[test]
+fn wgpu_generation_and_scores_equal_the_cpu() {
+    let d = tempfile::tempdir().unwrap();
+    ok(d.path(), &["train", "--steps", "40", "--quiet", "--out", "run"]);
+    let answer = |backend: &str| {
+        let out = common::core_cli(
+            d.path(),
+            &[
+                "generate",
+                "--model",
+                "run/export",
+                "--backend",
+                backend,
+                "--max-new-tokens",
+                "64",
+                "--prompt",
+                "Find the pass key in the text and repeat it.",
+            ],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        (String::from_utf8(out.stdout).unwrap(), err)
+    };
+    let ((cpu, cpu_err), (gpu, gpu_err)) = (answer("cpu"), answer("wgpu"));
+    assert_eq!(cpu, gpu, "greedy answers differ:\ncpu: {cpu_err}\nwgpu: {gpu_err}");
+    assert!(cpu_err.contains(" 64 new tokens"), "a full 64-token answer compared: {cpu_err}");
+    // 20 held-out examples: lavapipe is slow.
+    let sample =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/sample/eval.jsonl"))
+            .unwrap();
+    let head: String = sample.lines().take(20).map(|l| format!("{l}\n")).collect();
+    std::fs::write(d.path().join("eval.jsonl"), head).unwrap();
+    let scores = |backend: &str| -> Vec<f64> {
+        ok(d.path(), &["score", "--model", "run/export", "--data", "eval.jsonl", "--backend", backend])
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["loss"].as_f64().unwrap())
+            .collect()
+    };
+    let (c, g) = (scores("cpu"), scores("wgpu"));
+    assert_eq!(c.len(), 20);
+    for (x, y) in c.iter().zip(&g) {
+        assert!((x - y).abs() <= 1e-4 * x.abs().max(1.0), "score cpu {x} vs wgpu {y}");
+    }
+}

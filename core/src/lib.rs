@@ -18,6 +18,8 @@ pub mod eval;
 pub mod hub;
 #[cfg(feature = "native")]
 pub mod infer;
+#[cfg(feature = "model")]
+pub mod jit;
 #[cfg(feature = "native")]
 pub mod llm;
 #[cfg(feature = "model")]

@@ -120,3 +120,47 @@ fn grad_vector(model: &Llama<Autodiff<Wgpu>>, grads: &GradientsParams) -> Vec<f3
     model.visit(&mut c);
     c.out
 }
+
+/// Greedy decoding, 64 new tokens (no stop token, so all 64 are compared) from a trained tiny
+/// model: with the KV cache on the fused wgpu backend (what `--backend wgpu` runs) and on the
+/// plain one, and without the cache on the fused one, each against the CPU. The fused backend
+/// decodes two tokens per step (`generate::two_token_decode`): one token per forward pass there
+/// repeated the first answer token from the second on.
+#[test]
+fn greedy_generation_on_wgpu_equals_the_cpu() {
+    use longalign::data::{Message, Role};
+    use longalign::infer::ChatModel;
+    use longalign::model::generate::{GenerateConfig, generate, generate_uncached};
+    type Fused = burn::backend::Wgpu;
+    let d = tempfile::tempdir().unwrap();
+    let cfg = longalign::train::TrainConfig {
+        max_steps: Some(40),
+        lr: 2e-3,
+        ..longalign::train::TrainConfig::embedded_default()
+    };
+    longalign::train::train::<Autodiff<Flex>>(&cfg, d.path(), false, &Default::default(), true).unwrap();
+    let dir = d.path().join("export");
+    let cpu = ChatModel::<Flex>::load(&dir, None, None, None, &Default::default()).unwrap();
+    let prompt = cpu
+        .fitted_prompt(&[Message::new(Role::User, "Find the pass key in the text and repeat it.")], None)
+        .unwrap();
+    let gc =
+        GenerateConfig { max_new_tokens: 64, temperature: 0.0, stop_tokens: vec![], ..Default::default() };
+    let (want, _) = generate(&cpu.model, &cpu.cfg, &prompt, &gc, &Default::default(), |_| true);
+    assert_eq!(want.len(), 64);
+    let fused = ChatModel::<Fused>::load(&dir, None, None, None, &Default::default()).unwrap();
+    let plain = ChatModel::<Wgpu>::load(&dir, None, None, None, &Default::default()).unwrap();
+    let (uncached, _) = generate_uncached(&fused.model, &fused.cfg, &prompt, &gc, &Default::default());
+    let (f, _) = generate(&fused.model, &fused.cfg, &prompt, &gc, &Default::default(), |_| true);
+    let (p, _) = generate(&plain.model, &plain.cfg, &prompt, &gc, &Default::default(), |_| true);
+    let first_diff = |got: &[u32]| got.iter().zip(&want).position(|(a, b)| a != b);
+    eprintln!(
+        "first differing token: fused+cache {:?}, plain+cache {:?}, fused uncached {:?}",
+        first_diff(&f),
+        first_diff(&p),
+        first_diff(&uncached)
+    );
+    assert_eq!(uncached, want, "fused, no cache");
+    assert_eq!(p, want, "plain kernels, KV cache");
+    assert_eq!(f, want, "fused, KV cache");
+}

@@ -50,7 +50,16 @@ pub struct StrategyResult {
     pub padded_tokens: u64,
     pub occupancy: f64,
     pub final_loss: f64,
+    /// Kernel compilations and autotune runs over the run (JIT backends; 0 on the CPU) …
+    pub compiles: u64,
+    pub autotunes: u64,
+    /// … and after its first [`WARMUP_STEPS`] steps, which should be none.
+    pub compiles_after_warmup: u64,
+    pub autotunes_after_warmup: u64,
 }
+
+/// Steps a JIT backend may spend compiling and tuning before a run is warm.
+pub const WARMUP_STEPS: usize = 3;
 
 /// The three strategies under one layout.
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +109,12 @@ impl TrainBenchReport {
         row(&mut t, "padded tok/s", &|s| format!("{:.0}", s.padded_tok_per_s));
         row(&mut t, "occupancy %", &|s| format!("{:.1}", 100.0 * s.occupancy));
         row(&mut t, "steps", &|s| s.steps.to_string());
+        row(&mut t, &format!("compiles (after step {WARMUP_STEPS})"), &|s| {
+            format!("{} ({})", s.compiles, s.compiles_after_warmup)
+        });
+        row(&mut t, &format!("autotunes (after step {WARMUP_STEPS})"), &|s| {
+            format!("{} ({})", s.autotunes, s.autotunes_after_warmup)
+        });
         row(&mut t, "wall s", &|s| format!("{:.1}", s.wall_s));
         row(&mut t, "peak RSS", &|s| {
             s.peak_rss_bytes.map_or("?".into(), |b| format!("{}B", compact(b as f64)))
@@ -188,7 +203,15 @@ fn run_in(cfg: &TrainBenchConfig, root: &Path) -> anyhow::Result<TrainBenchRepor
         let s: RunSummary = serde_json::from_str(&text)
             .with_context(|| format!("{}: not a run summary", summary.display()))?;
         let (useful, padded) = (s.useful_tokens as f64, s.padded_tokens as f64);
+        let events = crate::train::events::read_events(&crate::train::RunDir::new(&run).events())?;
+        let total = |f: &dyn Fn(&crate::train::events::StepEvent) -> u64, from: usize| -> u64 {
+            events.iter().filter(|e| e.step > from).map(f).sum()
+        };
         Ok(StrategyResult {
+            compiles: total(&|e| e.compiles, 0),
+            autotunes: total(&|e| e.autotunes, 0),
+            compiles_after_warmup: total(&|e| e.compiles, WARMUP_STEPS),
+            autotunes_after_warmup: total(&|e| e.autotunes, WARMUP_STEPS),
             useful_tok_per_s: useful / s.wall_s,
             padded_tok_per_s: padded / s.wall_s,
             wall_s: s.wall_s,

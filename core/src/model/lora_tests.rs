@@ -152,7 +152,9 @@ fn adapter_gradients_match_finite_differences() {
     let random: Vec<[Vec<f32>; 2]> = all
         .iter()
         .map(|ab| {
-            ab.clone().map(|v| v.iter().map(|_| if rng.next_u64() % 2 == 0 { 1.0 } else { -1.0 }).collect())
+            ab.clone().map(|v| {
+                v.iter().map(|_| if rng.next_u64().is_multiple_of(2) { 1.0 } else { -1.0 }).collect()
+            })
         })
         .collect();
     for (name, dir) in [("gradient", &all), ("random", &random)] {

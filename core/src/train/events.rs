@@ -18,6 +18,7 @@
 //! | `occupancy` | useful / padded |
 //! | `seqs_per_row` | sequences / rows |
 //! | `step_s` | wall time of the step (forward, backward, optimizer) |
+//! | `compiles`, `autotunes` | kernel compilations and autotune runs during the step (wgpu, CUDA; 0 on the CPU) |
 //! | `elapsed_s` | wall time since the run (or resumed run) started |
 
 use serde::{Deserialize, Serialize};
@@ -43,6 +44,10 @@ pub struct StepEvent {
     pub seqs_per_row: f64,
     pub step_s: f64,
     pub elapsed_s: f64,
+    #[serde(default)]
+    pub compiles: u64,
+    #[serde(default)]
+    pub autotunes: u64,
 }
 
 impl StepEvent {
@@ -67,6 +72,8 @@ impl StepEvent {
             seqs_per_row: c.sequences as f64 / c.rows.max(1) as f64,
             step_s: r.step_s,
             elapsed_s,
+            compiles: r.jit.compiles,
+            autotunes: r.jit.autotunes,
         }
     }
 }

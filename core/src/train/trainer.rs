@@ -43,6 +43,9 @@ pub struct StepReport {
     /// Token counts of the whole step (all ranks).
     pub counts: inputs::Counts,
     pub step_s: f64,
+    /// Kernel compilations and autotune runs during the step (JIT backends; see [`crate::jit`]).
+    #[serde(default)]
+    pub jit: crate::jit::JitCounts,
 }
 
 impl StepReport {
@@ -72,6 +75,8 @@ pub struct Trainer<B: AutodiffBackend> {
     next: usize,
     total: usize,
     warmup: usize,
+    /// [`crate::jit::counts`] when the running step started.
+    jit_at_start: crate::jit::JitCounts,
 }
 
 /// Plans a tokenized dataset as `cfg` says, refusing one with nothing to train on; also how many
@@ -132,6 +137,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             next: start,
             warmup: schedule::warmup_steps(cfg.warmup_ratio, total),
             total,
+            jit_at_start: Default::default(),
         }
     }
 
@@ -224,11 +230,13 @@ impl<B: AutodiffBackend> Trainer<B> {
             return None;
         }
         let t = Instant::now();
+        self.jit_at_start = crate::jit::counts();
         let s = self.next;
         let model = self.model.take().expect("a model between steps");
         let mut opts = step::LossOptions::of(&self.cfg);
         if self.cfg.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
-            opts.dropout_key = Some(crate::util::rng::SplitMix64::derive(self.cfg.plan.seed, s as u64).next_u64());
+            opts.dropout_key =
+                Some(crate::util::rng::SplitMix64::derive(self.cfg.plan.seed, s as u64).next_u64());
         }
         // With one rank this is every micro-batch of the step (the plan's `devices` is 1).
         let mine = self.plan.steps[s].micro_batches.iter().filter(|mb| mb.device == self.rank);
@@ -263,6 +271,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             grad_norm,
             counts,
             step_s: t.elapsed().as_secs_f64(),
+            jit: crate::jit::counts().since(self.jit_at_start),
         }
     }
 }
