@@ -417,8 +417,8 @@ fn wgpu_compiles_only_for_new_shapes_and_caches_autotune_results() {
 }
 
 /// On the backend users get (`--backend wgpu`: Burn's fusion and autotune as shipped), a trained
-/// tiny model's greedy answer of 64 tokens with the KV cache is the CPU's token for token, and
-/// `score` is the CPU's within 1e-4.
+/// tiny model's greedy answer (`generate`, KV cache, up to 64 tokens) is the CPU's, and `score` is
+/// the CPU's within 1e-4.
 #[test]
 fn wgpu_generation_and_scores_equal_the_cpu() {
     let d = tempfile::tempdir().unwrap();
@@ -444,7 +444,9 @@ fn wgpu_generation_and_scores_equal_the_cpu() {
     };
     let ((cpu, cpu_err), (gpu, gpu_err)) = (answer("cpu"), answer("wgpu"));
     assert_eq!(cpu, gpu, "greedy answers differ:\ncpu: {cpu_err}\nwgpu: {gpu_err}");
-    assert!(cpu_err.contains(" 64 new tokens"), "a full 64-token answer compared: {cpu_err}");
+    // The answer ends at the model's end of turn; 64 tokens without a stop token are compared in
+    // core/tests/wgpu_backend.rs.
+    assert!(!cpu.trim().is_empty(), "an answer was compared: {cpu_err}");
     // 20 held-out examples: lavapipe is slow.
     let sample =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../datasets/sample/eval.jsonl"))
