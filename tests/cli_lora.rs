@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{events, fails, ok, small_data};
+use common::{assert_same_curve, crash_after, events, fails, ok, small_data};
 use serde_json::Value;
 
 const LORA: [&str; 16] = [
@@ -146,23 +144,11 @@ fn lora_run_writes_a_peft_adapter_that_adapter_flags_apply_and_resumes_exactly()
     // Crash after step 4 (checkpoint at 3), resume: the same curve and adapter bit for bit.
     let mut crash = LORA.to_vec();
     crash.extend(["--lora-dropout", "0.1", "--steps", "6", "--checkpoint-every", "3", "--out", "crash"]);
-    let status = Command::new(env!("CARGO_BIN_EXE_core-cli"))
-        .args(&crash)
-        .current_dir(d.path())
-        .env("LONGALIGN_CRASH_AFTER_STEP", "4")
-        .status()
-        .unwrap();
-    assert!(!status.success(), "the crash hook did not fire");
+    crash_after(d.path(), &crash, 4);
     ok(d.path(), &["train", "--resume", "crash", "--quiet"]);
     let (a, b) = (events(&run), events(&d.path().join("crash")));
-    assert_eq!((a.len(), b.len()), (6, 6));
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(
-            x["loss"].as_f64().unwrap().to_bits(),
-            y["loss"].as_f64().unwrap().to_bits(),
-            "{x} vs {y}"
-        );
-    }
+    assert_eq!(a.len(), 6);
+    assert_same_curve(&a, &b);
     assert_eq!(
         std::fs::read(run.join("adapter/adapter_model.safetensors")).unwrap(),
         std::fs::read(d.path().join("crash/adapter/adapter_model.safetensors")).unwrap()

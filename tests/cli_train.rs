@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{core_cli, events, fails, ok, small_data};
+use common::{assert_same_curve, core_cli, crash_after, events, fails, ok, small_data};
 use serde_json::Value;
 
 const TRAIN: [&str; 9] = [
@@ -89,13 +89,7 @@ fn resume_after_a_crash_continues_exactly() {
 
     let mut crash = base.clone();
     crash.extend(["--out", "crash"]);
-    let status = Command::new(env!("CARGO_BIN_EXE_core-cli"))
-        .args(&crash)
-        .current_dir(d.path())
-        .env("LONGALIGN_CRASH_AFTER_STEP", "4")
-        .status()
-        .unwrap();
-    assert!(!status.success(), "the crash hook did not fire");
+    crash_after(d.path(), &crash, 4);
     // Step 4 was logged but not checkpointed (checkpoints at 3, 6): resume rolls back to 3.
     assert_eq!(events(&d.path().join("crash")).len(), 4);
     let e = fails(d.path(), &["train", "--resume", "nope"]);
@@ -103,17 +97,7 @@ fn resume_after_a_crash_continues_exactly() {
     ok(d.path(), &["train", "--resume", "crash", "--quiet"]);
     let (a, b) = (events(&d.path().join("full")), events(&d.path().join("crash")));
     assert_eq!(a.len(), 7);
-    assert_eq!(b.len(), 7);
-    for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x["step"], y["step"]);
-        assert_eq!(
-            x["loss"].as_f64().unwrap().to_bits(),
-            y["loss"].as_f64().unwrap().to_bits(),
-            "step {}: {x} vs {y}",
-            x["step"]
-        );
-        assert_eq!(x["grad_norm"].as_f64().unwrap().to_bits(), y["grad_norm"].as_f64().unwrap().to_bits());
-    }
+    assert_same_curve(&a, &b);
     assert_eq!(
         std::fs::read(d.path().join("full/export/model.safetensors")).unwrap(),
         std::fs::read(d.path().join("crash/export/model.safetensors")).unwrap(),
@@ -290,13 +274,7 @@ fn bf16_mixed_precision_tracks_f32_and_resumes_exactly() {
     ok(d.path(), &["train", "--resume", "crash", "--quiet"]);
     let c = events(&d.path().join("crash"));
     assert_eq!(c.len(), 6);
-    for (x, y) in b.iter().zip(&c) {
-        assert_eq!(
-            x["loss"].as_f64().unwrap().to_bits(),
-            y["loss"].as_f64().unwrap().to_bits(),
-            "{x} vs {y}"
-        );
-    }
+    assert_same_curve(&b, &c);
 
     let e =
         fails(d.path(), &["train", "--backend", "wgpu", "--precision", "bf16", "--steps", "1", "--out", "w"]);

@@ -69,3 +69,27 @@ pub fn fails(dir: &Path, args: &[&str]) -> String {
 pub fn longalign_lengths(n_long: usize, n_short: usize, seed: u64) -> String {
     longalign::plan::mix::to_lengths_file(&longalign::plan::mix::longalign_like(n_long, n_short, seed))
 }
+
+/// Runs `core-cli args` in `dir` with the crash hook (`LONGALIGN_CRASH_AFTER_STEP`): the process
+/// aborts like a killed one after step `step`'s event and checkpoint are on disk.
+pub fn crash_after(dir: &Path, args: &[&str], step: usize) {
+    let status = Command::new(env!("CARGO_BIN_EXE_core-cli"))
+        .args(args)
+        .current_dir(dir)
+        .env("LONGALIGN_CRASH_AFTER_STEP", step.to_string())
+        .status()
+        .expect("core-cli runs");
+    assert!(!status.success(), "the crash hook did not fire");
+}
+
+/// Two runs' events, step by step: the same steps, losses and gradient norms bit for bit.
+pub fn assert_same_curve(a: &[Value], b: &[Value]) {
+    assert_eq!(a.len(), b.len(), "steps logged");
+    for (x, y) in a.iter().zip(b) {
+        assert_eq!(x["step"], y["step"]);
+        for key in ["loss", "grad_norm"] {
+            let bits = |e: &Value| e[key].as_f64().unwrap().to_bits();
+            assert_eq!(bits(x), bits(y), "step {}: {key}: {x} vs {y}", x["step"]);
+        }
+    }
+}
