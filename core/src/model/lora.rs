@@ -266,27 +266,23 @@ pub fn proj<B: Backend>(block: &Block<B>, t: Target) -> &Proj<B> {
 }
 
 /// `block` with each projection replaced by `f(target, projection)`.
-pub fn map_projs<B: Backend>(mut block: Block<B>, mut f: impl FnMut(Target, Proj<B>) -> Proj<B>) -> Block<B> {
-    let (a, m) = (&mut block.self_attn, &mut block.mlp);
-    for (t, p) in [
-        (Target::Q, &mut a.q_proj),
-        (Target::K, &mut a.k_proj),
-        (Target::V, &mut a.v_proj),
-        (Target::O, &mut a.o_proj),
-        (Target::Gate, &mut m.gate_proj),
-        (Target::Up, &mut m.up_proj),
-        (Target::Down, &mut m.down_proj),
-    ] {
-        // Moving out of a `&mut` needs a placeholder: an empty `Proj` is cheap to build.
-        let taken = std::mem::replace(p, Proj { base: empty_linear(&p.base), lora: None });
-        *p = f(t, taken);
-    }
-    block
-}
-
-fn empty_linear<B: Backend>(like: &Linear<B>) -> Linear<B> {
-    let device = like.weight.val().device();
-    Linear { weight: Param::from_tensor(Tensor::zeros([1, 1], &device)), bias: None }
+pub fn map_projs<B: Backend>(block: Block<B>, mut f: impl FnMut(Target, Proj<B>) -> Proj<B>) -> Block<B> {
+    let Block { input_layernorm, self_attn: a, post_attention_layernorm, mlp: m } = block;
+    // Fields are evaluated in the order written: Q, K, V, O, gate, up, down (adapters draw their
+    // initialisation in this order).
+    let self_attn = super::attention::Attention {
+        q_proj: f(Target::Q, a.q_proj),
+        k_proj: f(Target::K, a.k_proj),
+        v_proj: f(Target::V, a.v_proj),
+        o_proj: f(Target::O, a.o_proj),
+        ..a
+    };
+    let mlp = super::llama::Mlp {
+        gate_proj: f(Target::Gate, m.gate_proj),
+        up_proj: f(Target::Up, m.up_proj),
+        down_proj: f(Target::Down, m.down_proj),
+    };
+    Block { input_layernorm, self_attn, post_attention_layernorm, mlp }
 }
 
 /// PEFT's `lora_A` initialisation (Kaiming-uniform with `a = √5`): U(−1/√in, 1/√in), from a seeded

@@ -40,6 +40,11 @@ fn modules_to_save(cfg: &LoraConfig) -> Vec<&'static str> {
     m
 }
 
+/// A tensor's shape and f32 values, on the host.
+fn host<B: Backend, const D: usize>(t: Tensor<B, D>) -> (Vec<usize>, Vec<f32>) {
+    (t.dims().to_vec(), t.into_data().convert::<f32>().to_vec::<f32>().expect("f32 data"))
+}
+
 /// Writes `model`'s adapters (and what `cfg` also trains) as a PEFT directory. `base` names the
 /// base model in `base_model_name_or_path`.
 pub fn save_adapter<B: Backend>(
@@ -51,11 +56,7 @@ pub fn save_adapter<B: Backend>(
 ) -> anyhow::Result<()> {
     let mut out = BTreeMap::new();
     let mut put = |name: String, t: Tensor<B, 2>| {
-        let dims = t.dims().to_vec();
-        out.insert(
-            format!("{PREFIX}{name}"),
-            (dims, t.into_data().convert::<f32>().to_vec::<f32>().expect("f32")),
-        );
+        out.insert(format!("{PREFIX}{name}"), host(t));
     };
     for (i, block) in model.layers.iter().enumerate() {
         for t in Target::ALL {
@@ -66,18 +67,26 @@ pub fn save_adapter<B: Backend>(
             }
         }
     }
-    let hf = model.hf_tensors();
-    for (name, (shape, data)) in hf {
-        let whole = (cfg.train_embeddings && name == "model.embed_tokens.weight")
-            || (cfg.train_norms && name.ends_with("norm.weight"));
-        if whole {
-            // PEFT ties a trained embedding to the head (`ensure_weight_tying`) and then expects
-            // the head's copy in the file too.
-            if name == "model.embed_tokens.weight" && mcfg.tie_word_embeddings {
-                out.insert(format!("{PREFIX}lm_head.weight"), (shape.clone(), data.clone()));
-            }
-            out.insert(format!("{PREFIX}{name}"), (shape, data));
+    // What else was trained, whole (read from the model itself: no merged copy of the rest).
+    if cfg.train_embeddings {
+        let e = host(model.embed_tokens.weight.val());
+        // PEFT ties a trained embedding to the head (`ensure_weight_tying`) and then expects the
+        // head's copy in the file too.
+        if mcfg.tie_word_embeddings {
+            out.insert(format!("{PREFIX}lm_head.weight"), e.clone());
         }
+        out.insert(format!("{PREFIX}model.embed_tokens.weight"), e);
+    }
+    if cfg.train_norms {
+        for (i, block) in model.layers.iter().enumerate() {
+            for (n, norm) in [
+                ("input_layernorm", &block.input_layernorm),
+                ("post_attention_layernorm", &block.post_attention_layernorm),
+            ] {
+                out.insert(format!("{PREFIX}model.layers.{i}.{n}.weight"), host(norm.weight.val()));
+            }
+        }
+        out.insert(format!("{PREFIX}model.norm.weight"), host(model.norm.weight.val()));
     }
     let mut targets: Vec<&str> = cfg.targets.iter().map(|t| t.hf()).collect();
     targets.sort();
