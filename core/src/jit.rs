@@ -12,7 +12,8 @@
 //!   is the `target/` of whatever Cargo project the working directory is in.)
 //!
 //! [`init`] must run before any JIT device is used (CubeCL's configuration is fixed at first
-//! read); `core-cli` calls it first thing. `LONGALIGN_COUNT_COMPILES=0` turns counting off (with it
+//! read); `core-cli` calls it first thing. `LONGALIGN_JIT_TRACE=1` also stamps each compilation
+//! and autotune result on stderr (seconds since the first). `LONGALIGN_COUNT_COMPILES=0` turns counting off (with it
 //! on, wgpu creates its instance with debug flags, as CubeCL does whenever compilation logging is on;
 //! with the Khronos validation layer installed that means validation too).
 
@@ -87,14 +88,29 @@ impl log::Log for Counter {
         let mut head = Head(String::new());
         let _ = std::fmt::write(&mut head, *r.args());
         // Autotune's summary line; everything else on this target is a compilation.
-        if head.0.starts_with("Fastest result") {
-            AUTOTUNES.fetch_add(1, Ordering::Relaxed);
+        let (what, n) = if head.0.starts_with("Fastest result") {
+            ("autotune", AUTOTUNES.fetch_add(1, Ordering::Relaxed) + 1)
         } else {
-            COMPILES.fetch_add(1, Ordering::Relaxed);
+            ("compile", COMPILES.fetch_add(1, Ordering::Relaxed) + 1)
+        };
+        // Time stamps to tell how long each compilation takes (NVRTC on an H200 stalled whole
+        // commands inside autotune: docs/measurements.md).
+        if let Some(t0) = trace_start() {
+            eprintln!("[jit {:9.3} s] {what} #{n}", t0.elapsed().as_secs_f64());
         }
     }
 
     fn flush(&self) {}
+}
+
+/// With `LONGALIGN_JIT_TRACE=1`: when tracing started (the first compile), to stamp each
+/// compilation and autotune result on stderr.
+#[cfg(feature = "native")]
+fn trace_start() -> Option<std::time::Instant> {
+    static START: std::sync::OnceLock<Option<std::time::Instant>> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        (std::env::var("LONGALIGN_JIT_TRACE").as_deref() == Ok("1")).then(std::time::Instant::now)
+    })
 }
 
 /// Keeps Mesa's Vulkan device-select layer out on a headless machine (no `XDG_RUNTIME_DIR`, no

@@ -50,7 +50,12 @@ pub struct StrategyResult {
     pub padded_tokens: u64,
     pub occupancy: f64,
     pub final_loss: f64,
-    /// Kernel compilations and autotune runs over the run (JIT backends; 0 on the CPU) …
+    /// The warm-up before step 1 (JIT backends): input shapes run and its seconds, not in
+    /// `wall_s` or the tok/s figures; its compiles and autotune runs are in the totals below.
+    pub warm_up_shapes: usize,
+    pub warm_up_s: f64,
+    /// Kernel compilations and autotune runs over the run, warm-up included (JIT backends; 0 on
+    /// the CPU) …
     pub compiles: u64,
     pub autotunes: u64,
     /// … and after its first [`WARMUP_STEPS`] steps, which should be none.
@@ -115,7 +120,7 @@ impl TrainBenchReport {
         row(&mut t, &format!("autotunes (after step {WARMUP_STEPS})"), &|s| {
             format!("{} ({})", s.autotunes, s.autotunes_after_warmup)
         });
-        row(&mut t, "wall s", &|s| format!("{:.1}", s.wall_s));
+        row(&mut t, "wall s (+ warm-up s)", &|s| format!("{:.1} (+{:.1})", s.wall_s, s.warm_up_s));
         row(&mut t, "peak RSS", &|s| {
             s.peak_rss_bytes.map_or("?".into(), |b| format!("{}B", compact(b as f64)))
         });
@@ -207,9 +212,12 @@ fn run_in(cfg: &TrainBenchConfig, root: &Path) -> anyhow::Result<TrainBenchRepor
         let total = |f: &dyn Fn(&crate::train::events::StepEvent) -> u64, from: usize| -> u64 {
             events.iter().filter(|e| e.step > from).map(f).sum()
         };
+        let w = s.warm_up.unwrap_or_default();
         Ok(StrategyResult {
-            compiles: total(&|e| e.compiles, 0),
-            autotunes: total(&|e| e.autotunes, 0),
+            warm_up_shapes: w.shapes,
+            warm_up_s: w.seconds,
+            compiles: w.jit.compiles + total(&|e| e.compiles, 0),
+            autotunes: w.jit.autotunes + total(&|e| e.autotunes, 0),
             compiles_after_warmup: total(&|e| e.compiles, WARMUP_STEPS),
             autotunes_after_warmup: total(&|e| e.autotunes, WARMUP_STEPS),
             useful_tok_per_s: useful / s.wall_s,

@@ -68,6 +68,11 @@ pub struct TrainArgs {
     /// distinct kernel shapes to compile (default: 64 on wgpu and cuda, off on cpu).
     #[arg(long)]
     pub seq_bucket: Option<usize>,
+    /// Before step 1, run forward and backward once per distinct input shape of the plan, results
+    /// dropped, so kernels are compiled and tuned up front and later steps run at speed (default:
+    /// true on wgpu and cuda, false on cpu, which compiles nothing).
+    #[arg(long, action = clap::ArgAction::Set)]
+    pub warm_up: Option<bool>,
     /// Attention: auto (= varlen: the varlen flash-attention kernel, CubeCL on wgpu and cuda, a
     /// host kernel on cpu), segmented (plain per-sequence tensor ops), bucketed:N, or reference
     /// (dense block-diagonal mask: the slow oracle).
@@ -131,6 +136,7 @@ impl TrainArgs {
             activation_checkpointing: self.activation_checkpointing,
             padding_free: self.padding_free,
             seq_bucket: self.seq_bucket.or(self.backend.compiles_per_shape().then_some(64)),
+            warm_up: self.warm_up.unwrap_or(self.backend.compiles_per_shape()),
             attention: self.attention,
             precision: self.precision,
             lora,

@@ -321,9 +321,6 @@ impl<B: Backend> Attention<B> {
         let range = [0..1, 0..kv, start..t, 0..hd];
         cache.k = cache.k.clone().slice_assign(range.clone(), k);
         cache.v = cache.v.clone().slice_assign(range, v);
-        let dev = cache.k.device();
-        cache.k = Tensor::from_data(cache.k.clone().into_data(), &dev);
-        cache.v = Tensor::from_data(cache.v.clone().into_data(), &dev);
         let k = self.repeat_kv(cache.k.clone().narrow(2, 0, t)); // [1, h, t, hd]
         let v = self.repeat_kv(cache.v.clone().narrow(2, 0, t));
         let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [1, h, n, t]

@@ -109,27 +109,9 @@ pub fn generate<B: Backend>(
         if out.len() == new {
             break;
         }
-        logits = if two_token_decode::<B>() {
-            // Recompute the previous position with the new token: the same logits for `next`.
-            let prev = if out.len() >= 2 { out[out.len() - 2] } else { *prompt.last().expect("a prompt") };
-            cache.len -= 1;
-            model.forward_cached(cfg, &[prev, next], &mut cache, device)
-        } else {
-            model.forward_cached(cfg, &[next], &mut cache, device)
-        };
+        logits = model.forward_cached(cfg, &[next], &mut cache, device);
     }
     (out, FinishReason::Length)
-}
-
-/// Whether decoding must feed two tokens per step. On Burn 0.21's fused backends (wgpu, CUDA,
-/// WebGPU: `Fusion<…>`), a forward pass over one token computes wrong hidden states: greedy
-/// decoding with the KV cache repeated its first token, while the same steps fed as two tokens
-/// (the previous one recomputed over the same cache), the unfused backend, the CPU and the
-/// uncached path were all right (`core/tests/wgpu_backend.rs`; the H200 run of 2026-11-29 showed
-/// the same divergence after one token). A decode step reads every weight once either way, so the
-/// second token costs little on a GPU; the CPU keeps one.
-fn two_token_decode<B: Backend>() -> bool {
-    std::any::type_name::<B>().contains("Fusion<")
 }
 
 /// [`generate`] without a cache: each step runs the whole sequence through the training forward
@@ -183,17 +165,6 @@ pub fn middle_truncate(ids: &[u32], max_len: usize) -> Vec<u32> {
 
 #[cfg(test)]
 mod tests {
-    /// The two-token decode applies to Burn's fused backends only.
-    #[cfg(feature = "native")]
-    #[test]
-    fn fused_backends_decode_two_tokens_per_step() {
-        assert!(super::two_token_decode::<burn::backend::Wgpu>());
-        assert!(!super::two_token_decode::<burn::backend::Flex>());
-        assert!(!super::two_token_decode::<
-            burn::backend::wgpu::CubeBackend<burn::backend::wgpu::WgpuRuntime, f32, i32, u32>,
-        >());
-    }
-
     use super::*;
     use burn::backend::Flex;
 

@@ -69,17 +69,20 @@ pub fn weighted_cross_entropy_padded<B: Backend>(
         if picked.is_empty() {
             return Tensor::zeros([1], &device);
         }
-        let idx: Vec<i64> = picked.iter().map(|&i| i as i64).collect();
+        // With `pad_to` > 1 the targets are padded to a bucketed count (position 0, weight 0: no
+        // loss, a gradient of exactly zero), as the stream is: the gather, its backward and the
+        // loss's matmuls then meet a few shapes instead of one per target count.
+        let n = if pad_to > 1 { super::packed::bucketed_len(picked.len(), pad_to) } else { picked.len() };
+        let mut idx: Vec<i64> = picked.iter().map(|&i| i as i64).collect();
+        idx.resize(n, 0);
+        let (mut lab, mut wt): (Vec<u32>, Vec<f32>) = picked.iter().map(|&i| (labels[i], weights[i])).unzip();
+        lab.resize(n, 0);
+        wt.resize(n, 0.0);
         let rows = hidden
             .clone()
             .reshape([b * l, d])
-            .select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [picked.len()]), &device));
-        let t = longalign_kernels::CeTargets {
-            labels: picked.iter().map(|&i| labels[i]).collect(),
-            weights: picked.iter().map(|&i| weights[i]).collect(),
-            chunk,
-            pad_to,
-        };
+            .select(0, Tensor::<B, 1, Int>::from_data(TensorData::new(idx, [n]), &device));
+        let t = longalign_kernels::CeTargets { labels: lab, weights: wt, chunk, pad_to };
         if let Ok(loss) = longalign_kernels::try_weighted_ce(rows, w, &t) {
             return loss;
         }

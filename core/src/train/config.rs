@@ -62,6 +62,11 @@ pub struct TrainConfig {
     /// tensor shapes for JIT backends); `None` = no padding.
     #[serde(default)]
     pub seq_bucket: Option<usize>,
+    /// Before the first step, run forward and backward once for each distinct input shape the plan
+    /// holds (results dropped), so a JIT backend compiles and tunes its kernels up front and no
+    /// later step stops to compile ([`super::Trainer::warm_up`]). On by default for wgpu and cuda.
+    #[serde(default)]
+    pub warm_up: bool,
     /// Attention implementation (`auto`: the varlen kernel, on the CPU, wgpu and CUDA backends).
     #[serde(default)]
     pub attention: crate::model::AttentionMode,
@@ -100,6 +105,7 @@ impl TrainConfig {
             activation_checkpointing: false,
             padding_free: true,
             seq_bucket: None,
+            warm_up: false,
             attention: Default::default(),
             precision: Default::default(),
             lora: None,

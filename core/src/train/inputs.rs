@@ -47,16 +47,9 @@ impl Layout {
 }
 
 /// Length a stream of `n` tokens is computed at with `bucket`: `n` itself for bucket 1, else a
-/// few repeated sizes — the next power of two (at least `bucket`) up to 1,024 tokens, then the
-/// next multiple of 1,024 (at most 1,023 tokens of padding per micro-batch, whatever its rows'
-/// capacity).
-pub fn stream_len(n: usize, bucket: usize) -> usize {
-    match bucket {
-        0 | 1 => n.max(1),
-        b if n <= 1024 => n.max(1).next_power_of_two().max(b).div_ceil(b) * b,
-        _ => n.div_ceil(1024) * 1024,
-    }
-}
+/// few repeated sizes (see [`crate::model::packed::bucketed_len`], the rule the loss's targets
+/// follow too).
+pub use crate::model::packed::bucketed_len as stream_len;
 
 /// Tokens the model computes for `mb` laid out as `layout` says (padding included).
 pub fn computed_tokens(mb: &MicroBatch, layout: Layout) -> usize {

@@ -41,7 +41,7 @@ pub use parallel::Launch;
 pub use run::*;
 #[cfg(feature = "native")]
 pub use run_dir::RunDir;
-pub use trainer::{StepReport, Trainer};
+pub use trainer::{StepReport, Trainer, WarmUp};
 
 /// For tests: the embedded default's configuration, its fresh tiny model on the CPU backend, the
 /// bundled sample and its plan (packed 2,048-token rows, sequence-weighted loss).

@@ -45,6 +45,9 @@ pub struct RunSummary {
     pub optimizer_state_bytes: u64,
     /// Peak resident memory of the process so far (Linux `VmHWM`), if known.
     pub peak_rss_bytes: Option<u64>,
+    /// The warm-up before step 1 (`--warm-up`), if one ran: shapes, compiles, autotunes, seconds.
+    #[serde(default)]
+    pub warm_up: Option<trainer::WarmUp>,
 }
 
 /// The tokenizer directory of a run: `--tokenizer`, else the model directory; `None` = built-in
@@ -396,6 +399,16 @@ fn run_rank<B: AutodiffBackend>(
     } else {
         None
     };
+    let warm_up = (cfg.warm_up && run.start < run.total).then(|| {
+        let w = trainer.warm_up();
+        if !quiet {
+            eprintln!(
+                "warm-up: {} input shapes in {:.1} s ({} kernel compiles, {} autotune runs)",
+                w.shapes, w.seconds, w.jit.compiles, w.jit.autotunes
+            );
+        }
+        w
+    });
     let t0 = Instant::now();
     let (mut first_loss, mut last_loss, mut useful_all, mut padded_all) = (f64::NAN, f64::NAN, 0u64, 0u64);
     while let Some(r) = trainer.step_with(&mut reduce)? {
@@ -451,6 +464,7 @@ fn run_rank<B: AutodiffBackend>(
         total_parameters: trainable.total,
         optimizer_state_bytes: trainable.optimizer_bytes(),
         peak_rss_bytes: crate::util::mem::peak_rss_bytes(),
+        warm_up,
     })
 }
 

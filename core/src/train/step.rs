@@ -74,6 +74,17 @@ impl LossOptions {
     }
 }
 
+/// The shapes a micro-batch's kernels see under `opts`: rows × tokens of its input, and its loss
+/// targets as the loss pads them ([`crate::model::packed::bucketed_len`]). Two micro-batches of
+/// one class run the same kernels: what [`super::Trainer::warm_up`] runs once each.
+pub fn shape_class(mb: &MicroBatch, tokens: &[Tokenized], opts: LossOptions) -> (usize, usize, usize) {
+    let input = inputs::build(mb, tokens, 0, opts.layout);
+    let targets = input.weights.iter().filter(|&&w| w != 0.0).count();
+    let padded =
+        if opts.bucket > 1 { crate::model::packed::bucketed_len(targets, opts.bucket) } else { targets };
+    (input.rows.rows, input.rows.row_len, padded)
+}
+
 /// Forward and backward over `micro_batches`, with the plan's loss weights: each micro-batch's
 /// loss as a one-element tensor (weights are global, so their sum is this share of the step's
 /// loss; nothing is read back: [`loss_sum`] does that) and the summed gradients. A micro-batch

@@ -57,6 +57,16 @@ impl StepReport {
     }
 }
 
+/// What [`Trainer::warm_up`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WarmUp {
+    /// Distinct input shapes run (micro-batches of one shape run the same kernels).
+    pub shapes: usize,
+    /// Kernel compilations and autotune runs it took.
+    pub jit: crate::jit::JitCounts,
+    pub seconds: f64,
+}
+
 /// The run's optimizer type.
 pub type AdamWOf<B> = OptimizerAdaptor<AdamW, Llama<B>, B>;
 
@@ -184,6 +194,42 @@ impl<B: AutodiffBackend> Trainer<B> {
 
     pub fn model_config(&self) -> &LlamaConfig {
         &self.mcfg
+    }
+
+    /// Runs forward and backward once for each distinct input shape ([`step::shape_class`]) among
+    /// this rank's remaining micro-batches, on the first micro-batch of each, and drops the
+    /// results: the model, the optimizer and the step count are untouched. On a JIT backend this
+    /// compiles and tunes every kernel the run needs before step 1, so no later step stops to
+    /// compile (the optimizer's kernels, one shape each, compile in step 1). Costs one
+    /// micro-batch's compute per shape.
+    pub fn warm_up(&mut self) -> WarmUp {
+        let (t, before) = (Instant::now(), crate::jit::counts());
+        let mut opts = step::LossOptions::of(&self.cfg);
+        // Dropout's ops are part of the graph a step runs; which mask is drawn is not.
+        if self.cfg.lora.as_ref().is_some_and(|l| l.dropout > 0.0) {
+            opts.dropout_key = Some(0);
+        }
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<_> = self.plan.steps[self.next..self.total]
+            .iter()
+            .flat_map(|s| s.micro_batches.iter().filter(|mb| mb.device == self.rank))
+            .filter(|mb| seen.insert(step::shape_class(mb, &self.tokens, opts)))
+            .collect();
+        let model = self.model.as_ref().expect("a model between steps");
+        for mb in &firsts {
+            let (losses, grads) =
+                step::gradients(model, &self.mcfg, [*mb], &self.tokens, self.pad_id, opts, &self.device);
+            // Read back: fused backends run (and compile) only what something waits for.
+            // Then wait for the backward too, before its gradients are dropped.
+            step::loss_sum(losses);
+            let _ = B::sync(&self.device);
+            drop(grads);
+        }
+        WarmUp {
+            shapes: firsts.len(),
+            jit: crate::jit::counts().since(before),
+            seconds: t.elapsed().as_secs_f64(),
+        }
     }
 
     /// The next step on one device; `None` when all are done.

@@ -1,0 +1,5 @@
+mod base;
+mod planner;
+
+pub use base::*;
+pub use planner::*;
