@@ -84,6 +84,18 @@ impl PackedRows {
     }
 }
 
+/// Size `n` items are computed at with `bucket` on backends that compile per shape: `n` itself for
+/// bucket 1, else a few repeated sizes — the next power of two (at least `bucket`) up to 1,024,
+/// then the next multiple of 1,024 (at most 1,023 items of padding). A micro-batch's stream of
+/// tokens and its loss targets are both padded this way, so a run meets few distinct shapes.
+pub fn bucketed_len(n: usize, bucket: usize) -> usize {
+    match bucket {
+        0 | 1 => n.max(1),
+        b if n <= 1024 => n.max(1).next_power_of_two().max(b).div_ceil(b) * b,
+        _ => n.div_ceil(1024) * 1024,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,17 +113,5 @@ mod tests {
         assert!(w[2 * 7] && !w[2 * 7 + 1] && !w[2 * 7 + 2], "window 2: a2 sees a1, a2 only");
         let one = PackedRows::single(&[4, 5]);
         assert_eq!((one.cu_seqlens, one.rows, one.row_len), (vec![vec![0, 2]], 1, 2));
-    }
-}
-
-/// Size `n` items are computed at with `bucket` on backends that compile per shape: `n` itself for
-/// bucket 1, else a few repeated sizes — the next power of two (at least `bucket`) up to 1,024,
-/// then the next multiple of 1,024 (at most 1,023 items of padding). A micro-batch's stream of
-/// tokens and its loss targets are both padded this way, so a run meets few distinct shapes.
-pub fn bucketed_len(n: usize, bucket: usize) -> usize {
-    match bucket {
-        0 | 1 => n.max(1),
-        b if n <= 1024 => n.max(1).next_power_of_two().max(b).div_ceil(b) * b,
-        _ => n.div_ceil(1024) * 1024,
     }
 }

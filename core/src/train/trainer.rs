@@ -199,9 +199,9 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Runs forward and backward once for each distinct input shape ([`step::shape_class`]) among
     /// this rank's remaining micro-batches, on the first micro-batch of each, and drops the
     /// results: the model, the optimizer and the step count are untouched. On a JIT backend this
-    /// compiles and tunes every kernel the run needs before step 1, so no later step stops to
-    /// compile (the optimizer's kernels, one shape each, compile in step 1). Costs one
-    /// micro-batch's compute per shape.
+    /// compiles and tunes the kernels of every input shape before step 1; what is left compiles
+    /// in steps 1 and 2 (the optimizer's: AdamW's first update, then the one with moments), and
+    /// no later step stops to compile. Costs one micro-batch's compute per shape.
     pub fn warm_up(&mut self) -> WarmUp {
         let (t, before) = (Instant::now(), crate::jit::counts());
         let mut opts = step::LossOptions::of(&self.cfg);
