@@ -13,9 +13,10 @@
 //!
 //! [`init`] must run before any JIT device is used (CubeCL's configuration is fixed at first
 //! read); `core-cli` calls it first thing. `LONGALIGN_JIT_TRACE=1` also stamps each compilation
-//! and autotune result on stderr (seconds since the first). `LONGALIGN_COUNT_COMPILES=0` turns counting off (with it
-//! on, wgpu creates its instance with debug flags, as CubeCL does whenever compilation logging is on;
-//! with the Khronos validation layer installed that means validation too).
+//! and autotune result on stderr (seconds since the first). `LONGALIGN_COUNT_COMPILES=0` turns
+//! counting off (with it on, wgpu creates its instance with debug flags, as CubeCL does whenever
+//! compilation logging is on; with the Khronos validation layer installed that means validation
+//! too).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
