@@ -189,6 +189,7 @@ fn event(step: usize, loss: f64) -> longalign::train::events::StepEvent {
         seqs_per_row: 5.0,
         step_s: 2.0,
         elapsed_s: 2.0 * step as f64,
+        attn_work: 5 * 380 * 380,
         compiles: 0,
         autotunes: 0,
     }

@@ -423,6 +423,33 @@ fn wgpu_compiles_nothing_after_the_warm_up_and_caches_autotune_results() {
         times[times.len() / 2],
         times[times.len() / 2] / times[0]
     );
+    // Steps of equal tokens differ in attention work (Σ n², 62× between 18 short sequences and
+    // one of 2,048 tokens), so raw times spread with it. Least squares of t = a·tokens + b·Σn²
+    // over the warm steps: how far each step is from what its work predicts (a compile or a stall
+    // would stand out). A figure, printed; timing goals live in benchmarks (docs/measurements.md).
+    let w: Vec<(f64, f64, f64)> = (first[3..].iter())
+        .map(|e| {
+            (
+                e["padded_tokens"].as_f64().unwrap(),
+                e["attn_work"].as_f64().unwrap(),
+                e["step_s"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    let s = |f: &dyn Fn(&(f64, f64, f64)) -> f64| w.iter().map(f).sum::<f64>();
+    let (xx, xy, yy) = (s(&|r| r.0 * r.0), s(&|r| r.0 * r.1), s(&|r| r.1 * r.1));
+    let (xt, yt) = (s(&|r| r.0 * r.2), s(&|r| r.1 * r.2));
+    let det = xx * yy - xy * xy;
+    let (a, b) = ((xt * yy - yt * xy) / det, (yt * xx - xt * xy) / det);
+    let mut ratio: Vec<f64> = w.iter().map(|r| r.2 / (a * r.0 + b * r.1)).collect();
+    ratio.sort_by(f64::total_cmp);
+    eprintln!(
+        "measured / (a·tokens + b·Σn²): min {:.2}, median {:.2}, max {:.2}; median/min {:.2}",
+        ratio[0],
+        ratio[ratio.len() / 2],
+        ratio[ratio.len() - 1],
+        ratio[ratio.len() / 2] / ratio[0]
+    );
     assert!(std::fs::read_dir(&cache).map(|d| d.count()).unwrap_or(0) > 0, "autotune results persisted");
     let (warm2, second) = run("second", 3);
     let tuned = n(&warm2["jit"], "autotunes") + second.iter().map(|e| n(e, "autotunes")).sum::<u64>();

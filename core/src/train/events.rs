@@ -18,6 +18,7 @@
 //! | `occupancy` | useful / padded |
 //! | `seqs_per_row` | sequences / rows |
 //! | `step_s` | wall time of the step (forward, backward, optimizer) |
+//! | `attn_work` | Σ n² over the sequences: attention work, block-diagonal (steps of equal tokens differ in it; `plan` reports the same) |
 //! | `compiles`, `autotunes` | kernel compilations and autotune runs during the step (wgpu, CUDA; 0 on the CPU) |
 //! | `elapsed_s` | wall time since the run (or resumed run) started |
 
@@ -44,6 +45,8 @@ pub struct StepEvent {
     pub seqs_per_row: f64,
     pub step_s: f64,
     pub elapsed_s: f64,
+    #[serde(default)]
+    pub attn_work: u64,
     #[serde(default)]
     pub compiles: u64,
     #[serde(default)]
@@ -72,6 +75,7 @@ impl StepEvent {
             seqs_per_row: c.sequences as f64 / c.rows.max(1) as f64,
             step_s: r.step_s,
             elapsed_s,
+            attn_work: c.attn_work,
             compiles: r.jit.compiles,
             autotunes: r.jit.autotunes,
         }

@@ -141,6 +141,10 @@ pub struct Counts {
     pub target_tokens: u64,
     pub sequences: usize,
     pub rows: usize,
+    /// Σ nᵢ² over the sequences: attention score work with block-diagonal (varlen) attention, as
+    /// `plan` reports it (`attn_work`). It grows with the square of each length (one 2,048-token
+    /// sequence costs 8× eight 256-token ones), which token counts do not show.
+    pub attn_work: u64,
 }
 
 impl std::ops::Add for Counts {
@@ -153,6 +157,7 @@ impl std::ops::Add for Counts {
             target_tokens: self.target_tokens + o.target_tokens,
             sequences: self.sequences + o.sequences,
             rows: self.rows + o.rows,
+            attn_work: self.attn_work + o.attn_work,
         }
     }
 }
@@ -174,6 +179,7 @@ impl Counts {
             for (k, &id) in row.ids.iter().enumerate() {
                 let n = (row.cu_seqlens[k + 1] - row.cu_seqlens[k]) as usize;
                 c.useful_tokens += n as u64;
+                c.attn_work += (n as u64).pow(2);
                 c.target_tokens += tokens[id].targets[1..n].iter().filter(|&&m| m).count() as u64;
             }
             c.sequences += row.ids.len();

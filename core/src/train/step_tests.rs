@@ -183,3 +183,23 @@ fn streams_round_up_to_a_few_sizes_never_to_capacity() {
     assert_eq!(Counts::of(mb, &tokens, Layout::Padded).padded_tokens, 65536);
     assert_eq!(Counts::of(mb, &tokens, Layout::Stream { bucket: 1 }).padded_tokens, tokens[0].len() as u64);
 }
+
+/// Attention work is Σ n² over the sequences, whatever the layout computes (as `plan` counts
+/// it): a packed step of many short sequences does far less of it than one of a long one.
+#[test]
+fn attention_work_counts_within_each_sequence() {
+    let tokens = data(12, 300);
+    let items: Vec<Item> =
+        tokens.iter().enumerate().map(|(id, t)| Item { id, total: t.len() as u32, target: 1 }).collect();
+    let plan = crate::plan::plan(&items, &PlanConfig::default()).unwrap();
+    let want: u64 = tokens.iter().map(|t| (t.len() as u64).pow(2)).sum();
+    for layout in [Layout::Padded, Layout::Stream { bucket: 64 }] {
+        let got: u64 = plan.steps.iter().map(|s| Counts::of_step(s, &tokens, layout).attn_work).sum();
+        assert_eq!(got, want, "{layout:?}");
+    }
+    let packed = (plan.steps.iter().flat_map(|s| &s.micro_batches))
+        .map(|mb| Counts::of(mb, &tokens, Layout::Padded))
+        .find(|c| c.sequences > 1)
+        .expect("a row of several sequences");
+    assert!(packed.attn_work < packed.useful_tokens.pow(2), "within sequences, not across: {packed:?}");
+}

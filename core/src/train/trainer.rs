@@ -203,6 +203,13 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// in steps 1 and 2 (the optimizer's: AdamW's first update, then the one with moments), and
     /// no later step stops to compile. Costs one micro-batch's compute per shape.
     pub fn warm_up(&mut self) -> WarmUp {
+        self.warm_up_with(|_, _| {})
+    }
+
+    /// [`Self::warm_up`], calling `progress(done, shapes)` before the first shape and after each
+    /// one: a cold CUDA process compiles for minutes here (NVRTC, ~0.1-2.7 s a kernel on an H200),
+    /// and a user should see that it moves.
+    pub fn warm_up_with(&mut self, mut progress: impl FnMut(usize, usize)) -> WarmUp {
         let (t, before) = (Instant::now(), crate::jit::counts());
         let mut opts = step::LossOptions::of(&self.cfg);
         // Dropout's ops are part of the graph a step runs; which mask is drawn is not.
@@ -216,7 +223,8 @@ impl<B: AutodiffBackend> Trainer<B> {
             .filter(|mb| seen.insert(step::shape_class(mb, &self.tokens, opts)))
             .collect();
         let model = self.model.as_ref().expect("a model between steps");
-        for mb in &firsts {
+        progress(0, firsts.len());
+        for (i, mb) in firsts.iter().enumerate() {
             let (losses, grads) =
                 step::gradients(model, &self.mcfg, [*mb], &self.tokens, self.pad_id, opts, &self.device);
             // Read back: fused backends run (and compile) only what something waits for.
@@ -224,6 +232,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             step::loss_sum(losses);
             let _ = B::sync(&self.device);
             drop(grads);
+            progress(i + 1, firsts.len());
         }
         WarmUp {
             shapes: firsts.len(),
