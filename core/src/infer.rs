@@ -56,6 +56,13 @@ pub struct ChatModel<B: Backend> {
     /// tokenizer's `eos_token`.
     pub stop_tokens: Vec<u32>,
     pub device: B::Device,
+    /// [`GenerateConfig::kv_bucket`]: 1 after `load`; [`Self::for_backend`] sets it.
+    pub kv_bucket: usize,
+}
+
+/// [`GenerateConfig::kv_bucket`] for `backend`: 64 where kernels compile per shape, else 1.
+pub fn kv_bucket(backend: crate::backend::Backend) -> usize {
+    if backend.compiles_per_shape() { 64 } else { 1 }
 }
 
 /// `eos_token_id` as an int or a list of ints.
@@ -95,7 +102,14 @@ impl<B: Backend> ChatModel<B> {
         }
         stop_tokens.sort_unstable();
         stop_tokens.dedup();
-        Ok(Self { cfg, model, tok, stop_tokens, device: device.clone() })
+        Ok(Self { cfg, model, tok, stop_tokens, device: device.clone(), kv_bucket: 1 })
+    }
+
+    /// Generation's shapes for `backend`: bucketed key counts (64) where kernels compile per
+    /// shape (wgpu, CUDA), exact ones on the CPU. Answers do not change.
+    pub fn for_backend(mut self, backend: crate::backend::Backend) -> Self {
+        self.kv_bucket = kv_bucket(backend);
+        self
     }
 
     /// The prompt's token ids: the conversation rendered with the generation prompt, tokenized
@@ -171,6 +185,7 @@ impl<B: Backend> ChatModel<B> {
             top_p: p.top_p,
             seed: p.seed,
             stop_tokens: self.stop_tokens.clone(),
+            kv_bucket: self.kv_bucket,
         };
         let mut ids = Vec::new();
         let mut sent = 0; // bytes of the text already passed to on_text

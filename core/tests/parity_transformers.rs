@@ -109,7 +109,7 @@ fn logits_and_scores_match_transformers() {
         let tok = ModelTokenizer::from_dir(&d.path().join(name), None).unwrap();
         let ds = TokenizedDataset::load(&d.path().join("data.jsonl"), None, false, &tok).unwrap();
         for (i, t) in ds.tokens.iter().enumerate() {
-            let ours = score_example(&model, &cfg, t, i, &device);
+            let ours = score_example(&model, &cfg, t, i, 1, &device);
             let theirs = &scores[name][i];
             assert_eq!(
                 ours.target_tokens as u64,

@@ -1,21 +1,28 @@
 #!/bin/bash
 # The one prepared device check. Builds nothing: the CUDA binaries and the CPU's results come in
-# .gpu/, made by tests/gpu/bundle.sh. Run from the repository root with `.gpu` carried; everything
-# it measures lands in $OUT. Checks come first, benchmarks after. The whole run keeps to a budget
-# ($RUN_BUDGET seconds, default 540): each command gets its own timeout, cut to what is left.
+# .gpu/, made by tests/gpu/bundle.sh. Run from the repository root with `.gpu` carried. The whole
+# run keeps to a budget ($RUN_BUDGET seconds, default 540): each command gets its own timeout, cut
+# to what is left. Everything it measures lands in $RES, packed at the end into one archive,
+# $OUT/gpu-results.tgz (the device tool brings back at most 8 files).
 #
-# A cold CUDA process compiles every kernel with NVRTC (about 0.1-2.7 s each on an H200, 92
-# compiles for the first one-example score: 66 s; docs/measurements.md), and autotune multiplies
-# the matmuls. The kernel cache (PTX and autotune results, $LONGALIGN_KERNEL_CACHE) persists across
-# the commands, so each pays only for the kernels the earlier ones did not compile.
-R=$(pwd); G=$R/.gpu; OUT=${OUT:-/tmp/gpu-out}; mkdir -p $OUT /tmp/w
+# A cold CUDA process compiles every kernel with NVRTC (about 0.1-3.5 s each on an H200, one at a
+# time on one core while the GPU idles: 92 compiles and 66 s for the first one-example score, 192
+# compiles in 200 s without finishing the tiny model's warm-up; docs/measurements.md). So phase 1
+# runs five lanes at once, each compiling its own kernels into a cache of its own: scoring and
+# generation, training parity, the attention and loss benchmarks, `bench memory`, and a cold
+# `bench train`. Their timings are taken beside other work (marked so). Phase 2 runs alone on the
+# kernels phase 1 compiled: `bench train` again (throughput), bf16 against f32.
+R=$(pwd); G=$R/.gpu; OUT=${OUT:-/tmp/gpu-out}; RES=${RES:-/tmp/gpu-res}; mkdir -p $OUT $RES /tmp/w
 T0=$(date +%s); BUDGET=${RUN_BUDGET:-540}
+pack() { tar czf $OUT/gpu-results.tgz -C $RES . 2>/dev/null; }
+trap pack EXIT
 for b in core-cli attention; do [ -f $G/$b.gz ] && gunzip -c $G/$b.gz > /tmp/$b && chmod +x /tmp/$b; done
 C=/tmp/core-cli
 # NVRTC from the toolkit, never the driver stub directory (CUDA_ERROR_STUB_LIBRARY).
 D=$(for f in $(find /usr /opt -name 'libnvrtc.so*' -not -path '*stubs*' 2>/dev/null); do dirname $f; done | sort -u | tr '\n' ':')
-export LD_LIBRARY_PATH=$D$LD_LIBRARY_PATH LONGALIGN_KERNEL_CACHE=/tmp/w/kernels LONGALIGN_JIT_TRACE=1
-nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -lms 1000 > $OUT/gpumon.csv 2>&1 &
+export LD_LIBRARY_PATH=$D$LD_LIBRARY_PATH LONGALIGN_JIT_TRACE=1
+nvidia-smi --query-gpu=timestamp,memory.used,utilization.gpu --format=csv -lms 1000 > $RES/gpumon.csv 2>&1 &
+MON=$!
 s() { echo "=== $(date +%T) +$(( $(date +%s) - T0 ))s $*"; }
 # `t N cmd...`: the command under a timeout of N seconds or what is left of the budget.
 t() { local left=$(( BUDGET - ($(date +%s) - T0) )); local n=$(( $1 < left ? $1 : left )); shift
@@ -27,30 +34,59 @@ jit() { echo "$1: $(grep -c 'compile #' $2) compiles, $(grep -c 'autotune #' $2)
   awk -F'[][ ]+' '/compile #/ {t=$3; if (p != "") {d=t-p; if (d>m) m=d; s+=d; n++} p=t} END {if (n) printf "  compile gaps: mean %.2f s, max %.2f s, sum %.0f s over %d\n", s/n, m, s, n}' $2; }
 loss() { grep -o '"loss":[^,}]*' "$1" | cut -d: -f2; }
 
-s doctor; t 30 $C doctor --smoke none --json > $OUT/doctor.json 2> $OUT/doctor.err; tail -c 700 $OUT/doctor.json; echo
-s score-one-cold; head -1 $G/eval.jsonl > /tmp/w/one.jsonl
-t 150 $C score --backend cuda --model $G/model --data /tmp/w/one.jsonl --out $OUT/score_one.jsonl > /dev/null 2> $OUT/jit_score_one.txt; echo "rc $?"
-jit "one-example score, cold" $OUT/jit_score_one.txt
-s score; t 90 $C score --backend cuda --model $G/model --data $G/eval.jsonl --out $OUT/score_cuda.jsonl > /dev/null 2> $OUT/jit_score.txt; echo "rc $?"
-jit "score, all examples, after the one" $OUT/jit_score.txt
-cmpcol <(loss $G/score_cpu.jsonl) <(loss $OUT/score_cuda.jsonl) 1e-4 score
-s generate  # greedy, 64 tokens, one token per decode step
-t 90 $C generate --backend cuda --model $G/model --prompt "Repeat twice: apple" --max-new-tokens 64 > $OUT/generate_cuda.txt 2> $OUT/jit_generate.txt; echo "rc $?"
-jit generate $OUT/jit_generate.txt
-cmp -s $G/generate_cpu.txt $OUT/generate_cuda.txt && echo "generate: 64 greedy tokens equal the CPU's: OK" || { echo "generate: FAIL"; diff $G/generate_cpu.txt $OUT/generate_cuda.txt | head -4; }
-s train-parity  # the embedded default, 10 steps, f32, warm-up on: CUDA's losses against the CPU's
-t 200 $C train --backend cuda --steps 10 --out /tmp/w/tp --quiet --summary-json $OUT/train_parity.json 2> $OUT/jit_train.txt | tail -2; echo "rc ${PIPESTATUS[0]}"
-jit "train 10 steps (warm-up included)" $OUT/jit_train.txt; grep -o '"warm_up":{[^}]*}' $OUT/train_parity.json
-cp /tmp/w/tp/events.jsonl $OUT/train_parity_cuda.events.jsonl 2>/dev/null
-cmpcol <(loss $G/train_cpu.events.jsonl) <(loss /tmp/w/tp/events.jsonl) 1e-4 "train, 10 steps"
-s bench-train-small; t 150 $C bench train --backend cuda --model small --max-tokens 8192 --examples 400 --steps 30 --out /tmp/w/bs --json > $OUT/bench_train_small.json 2> $OUT/jit_bench_train.txt; echo "rc $?"
-jit "bench train small" $OUT/jit_bench_train.txt; tail -c 700 $OUT/bench_train_small.json; echo
-s attention  # the varlen kernel: validated against the dense mask (output, dq, dk, dv), then timed
-t 60 /tmp/attention --backend cuda --rows 4096,16384,65536 --seq-len 4096 --heads 32 --kv-heads 8 --head-dim 128 --reps 3 --validate-max 4096 --dense-max-bytes 8000000000 > $OUT/attention.txt 2>&1; echo "rc $?"; grep -v '^\[jit' $OUT/attention.txt | tail -12
-s bf16-vs-f32; for p in f32 bf16; do t 60 $C train --backend cuda --model small --steps 20 --precision $p --out /tmp/w/p-$p --quiet --summary-json $OUT/train_$p.json 2> $OUT/jit_train_$p.txt | tail -2; echo "$p rc ${PIPESTATUS[0]}"; jit $p $OUT/jit_train_$p.txt; head -c 600 $OUT/train_$p.json; echo; done
-s bench-memory; t 60 $C bench memory --backend cuda --model small --lengths 4096,16384,65536 --activation-checkpointing 2>&1 | grep -v '^\[jit' | tail -6
-s bench-loss; t 30 $C bench loss --backend cuda --targets 8192 --vocab 32000 2>&1 | grep -v '^\[jit' | tail -4
-s doctor-smoke; t 30 $C doctor --smoke cuda --json > $OUT/doctor_smoke.json 2> /dev/null; tail -c 400 $OUT/doctor_smoke.json; echo
-s done; kill %1 2>/dev/null
-for r in /tmp/w/p-f32 /tmp/w/p-bf16 /tmp/w/bs; do cp $r/events.jsonl $OUT/$(basename $r).events.jsonl 2>/dev/null; done
-du -sh /tmp/w/kernels; ls -la $OUT | tail -n +2 | wc -l
+s doctor; t 30 $C doctor --smoke none --json > $RES/doctor.json 2> $RES/doctor.err; tail -c 700 $RES/doctor.json; echo
+
+# CUDA's f32 matmuls run on tensor cores in TF32 (10-bit mantissas) whenever autotune picks an
+# accelerated CubeK kernel (cubek-matmul's `adjust_dtypes`), so CUDA is held to 1e-3 relative
+# against the CPU; wgpu, exact f32, is held to 1e-4 by the CI tests.
+TOL=1e-3
+# Phase 1: five lanes at once, each compiling kernels of its own (a cache each: no two writers).
+# Lane A: scoring and generation against the CPU, in the order that fills its cache for the next.
+laneA() { export LONGALIGN_KERNEL_CACHE=/tmp/w/kA
+  s score-one-cold; head -1 $G/eval.jsonl > /tmp/w/one.jsonl
+  t 150 $C score --backend cuda --model $G/model --data /tmp/w/one.jsonl --out $RES/score_one.jsonl > /dev/null 2> $RES/jit_score_one.txt; echo "rc $?"
+  jit "one-example score, cold" $RES/jit_score_one.txt
+  s score; t 200 $C score --backend cuda --model $G/model --data $G/eval.jsonl --out $RES/score_cuda.jsonl > /dev/null 2> $RES/jit_score.txt; echo "rc $?"
+  jit "score, all examples (lengths bucketed), after the one" $RES/jit_score.txt
+  cmpcol <(loss $G/score_cpu.jsonl) <(loss $RES/score_cuda.jsonl) $TOL score
+  s generate  # greedy, 64 tokens, one token per decode step
+  t 120 $C generate --backend cuda --model $G/model --prompt "Repeat twice: apple" --max-new-tokens 64 > $RES/generate_cuda.txt 2> $RES/jit_generate.txt; echo "rc $?"
+  jit generate $RES/jit_generate.txt
+  cmp -s $G/generate_cpu.txt $RES/generate_cuda.txt && echo "generate: 64 greedy tokens equal the CPU's: OK" || { echo "generate: FAIL"; diff $G/generate_cpu.txt $RES/generate_cuda.txt | head -4; }
+}
+# Lane B: the embedded default, 10 steps, f32, warm-up on: CUDA's losses against the CPU's.
+laneB() { export LONGALIGN_KERNEL_CACHE=/tmp/w/kB
+  s train-parity
+  t 400 $C train --backend cuda --steps 10 --out /tmp/w/tp --quiet --summary-json $RES/train_parity.json 2> $RES/jit_train.txt | tail -2; echo "rc ${PIPESTATUS[0]}"
+  jit "train 10 steps (warm-up included)" $RES/jit_train.txt; grep -o '"warm_up":{[^}]*}' $RES/train_parity.json
+  cp /tmp/w/tp/events.jsonl $RES/train_parity_cuda.events.jsonl 2>/dev/null
+  cmpcol <(loss $G/train_cpu.events.jsonl) <(loss /tmp/w/tp/events.jsonl) $TOL "train, 10 steps"
+}
+# Lane C: the varlen attention kernel, validated against the dense mask (output, dq, dk, dv), then
+# timed; then the fused loss against the plain one.
+laneC() { export LONGALIGN_KERNEL_CACHE=/tmp/w/kC
+  s "attention (timed beside the other lanes)"
+  t 200 /tmp/attention --backend cuda --rows 4096,16384,65536 --seq-len 4096 --heads 32 --kv-heads 8 --head-dim 128 --reps 3 --validate-max 4096 --dense-max-bytes 8000000000 > $RES/attention.txt 2>&1; echo "rc $?"; grep -v '^\[jit' $RES/attention.txt | tail -12
+  s "bench loss (beside the other lanes)"; t 90 $C bench loss --backend cuda --targets 8192 --vocab 32000 > $RES/bench_loss.txt 2>&1; echo "rc $?"; grep -v '^\[jit' $RES/bench_loss.txt | tail -4
+}
+# Lane D: activation memory at 4k/16k/64k tokens with checkpointing (a process per length).
+laneD() { export LONGALIGN_KERNEL_CACHE=/tmp/w/kD
+  s "bench memory (beside the other lanes)"; t 400 $C bench memory --backend cuda --model small --lengths 4096,16384,65536 --activation-checkpointing > $RES/bench_memory.txt 2>&1; echo "rc $?"; grep -v '^\[jit' $RES/bench_memory.txt | tail -6
+}
+# Lane E: `bench train` on the small preset, cold (its compiles per step); phase 2 times it warm.
+BT="bench train --backend cuda --model small --max-tokens 8192 --examples 400 --steps 30 --json"
+laneE() { export LONGALIGN_KERNEL_CACHE=/tmp/w/kE
+  s "bench train small, cold (beside the other lanes)"; t 400 $C $BT --out /tmp/w/bs > $RES/bench_train_cold.json 2> $RES/jit_bench_train.txt; echo "rc $?"
+  jit "bench train small, cold" $RES/jit_bench_train.txt; tail -c 500 $RES/bench_train_cold.json; echo
+}
+for l in A B C D E; do lane$l > $RES/lane$l.log 2>&1 & eval P$l=$!; done
+for l in A B C D E; do eval wait \$P$l; cat $RES/lane$l.log; done
+
+# Phase 2, alone on the GPU, on the kernels phase 1 compiled: throughput, bf16 against f32.
+s bench-train-small-warm; LONGALIGN_KERNEL_CACHE=/tmp/w/kE t 120 $C $BT --out /tmp/w/bs2 > $RES/bench_train_small.json 2> $RES/jit_bench_train2.txt; echo "rc $?"
+jit "bench train small, warm cache" $RES/jit_bench_train2.txt; tail -c 700 $RES/bench_train_small.json; echo
+s bf16-vs-f32; for p in f32 bf16; do LONGALIGN_KERNEL_CACHE=/tmp/w/kE t 120 $C train --backend cuda --model small --steps 20 --precision $p --out /tmp/w/p-$p --quiet --summary-json $RES/train_$p.json 2> $RES/jit_train_$p.txt | tail -2; echo "$p rc ${PIPESTATUS[0]}"; jit $p $RES/jit_train_$p.txt; head -c 600 $RES/train_$p.json; echo; done
+s doctor-smoke; LONGALIGN_KERNEL_CACHE=/tmp/w/kA t 30 $C doctor --smoke cuda --json > $RES/doctor_smoke.json 2> /dev/null; tail -c 400 $RES/doctor_smoke.json; echo
+s done; kill $MON 2>/dev/null
+for r in /tmp/w/p-f32 /tmp/w/p-bf16 /tmp/w/bs /tmp/w/bs2; do cp $r/events.jsonl $RES/$(basename $r).events.jsonl 2>/dev/null; done
+du -sh /tmp/w/k*; ls $RES | wc -l

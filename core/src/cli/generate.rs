@@ -91,7 +91,8 @@ pub fn run(a: &GenerateArgs) -> anyhow::Result<()> {
             tok,
             template,
             &device,
-        )?;
+        )?
+        .for_backend(mm.backend);
         let t0 = std::time::Instant::now();
         let mut stdout = std::io::stdout();
         let out = m.chat(&messages, &a.sampling.params(), |delta| {

@@ -207,6 +207,11 @@ pub struct ScoreArgs {
     pub records: RecordArgs,
     #[arg(long, default_value = "cpu")]
     pub backend: Backend,
+    /// Compute each example at a length rounded up to few repeated sizes (powers of two from this
+    /// bucket, then multiples of 1,024), so JIT backends compile per bucket, not per length
+    /// (default: 64 on wgpu and CUDA, 1 = exact lengths on the CPU). Scores do not change.
+    #[arg(long)]
+    pub seq_bucket: Option<usize>,
     /// Write JSON lines here instead of stdout.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -223,12 +228,16 @@ pub fn score(args: &ScoreArgs) -> anyhow::Result<()> {
     tok.turns = args.records.turns;
     let data = crate::hub::resolve_file(&args.data)?;
     let ds = TokenizedDataset::load(&data, args.records.format.0, args.records.skip_invalid, &tok)?;
-    let scores =
-        crate::with_backend!(args.backend, |B, device| teacher_forced::score_dataset::<
-            <B as AutodiffBackend>::InnerBackend,
-        >(
-            &model, args.adapter.as_deref(), &ds, &device
-        )?);
+    let bucket = args.seq_bucket.unwrap_or(if args.backend.compiles_per_shape() { 64 } else { 1 });
+    let scores = crate::with_backend!(args.backend, |B, device| teacher_forced::score_dataset::<
+        <B as AutodiffBackend>::InnerBackend,
+    >(
+        &model,
+        args.adapter.as_deref(),
+        &ds,
+        bucket,
+        &device
+    )?);
     let mut lines = String::new();
     for s in scores {
         let line = serde_json::json!({"index": s.index, "loss": s.loss, "target_tokens": s.target_tokens});

@@ -63,7 +63,8 @@ impl Answerer {
                     None,
                     None,
                     &device,
-                )?;
+                )?
+                .for_backend(*backend);
                 for q in questions {
                     let prompt = match q.truncate_to {
                         Some(n) => m.middle_truncated(&q.prompt, n)?,

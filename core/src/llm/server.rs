@@ -45,6 +45,8 @@ pub struct ServeConfig {
     pub max_new_tokens: usize,
     /// Required as `Authorization: Bearer KEY` on every route when set.
     pub api_key: Option<ApiKey>,
+    /// [`crate::model::generate::GenerateConfig::kv_bucket`] (see [`crate::infer::kv_bucket`]).
+    pub kv_bucket: usize,
 }
 
 /// A bearer key the server requires. `Debug` redacts it; it is compared in constant time and
@@ -157,7 +159,7 @@ fn worker<B: Backend>(
     ) {
         Ok(m) => {
             let _ = ready.send(Ok(()));
-            m
+            ChatModel { kv_bucket: cfg.kv_bucket, ..m }
         }
         Err(e) => {
             let _ = ready.send(Err(e));

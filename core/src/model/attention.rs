@@ -184,7 +184,7 @@ pub enum Attend<'a, B: Backend> {
     Packed(&'a AttnContext<B>),
     /// New tokens of one sequence at positions `start..`: over the cache plus themselves (prefill
     /// and decode). `mask`: see [`super::kv_cache::cached_mask`].
-    Cached { cache: &'a mut LayerCache<B>, start: usize, mask: Option<&'a Tensor<B, 4, Bool>> },
+    Cached { cache: &'a mut LayerCache<B>, start: usize, keys: usize, mask: Option<&'a Tensor<B, 4, Bool>> },
 }
 
 /// Grouped-query self-attention.
@@ -237,7 +237,7 @@ impl<B: Backend> Attention<B> {
         let (q, k, v) = self.qkv(x, rotary); // [b, h, l, hd], [b, kv, l, hd] ×2
         let out = match attend {
             Attend::Packed(ctx) => self.packed(q, k, v, ctx),
-            Attend::Cached { cache, start, mask } => self.cached(q, k, v, cache, start, mask),
+            Attend::Cached { cache, start, keys, mask } => self.cached(q, k, v, cache, start, keys, mask),
         }; // [b, h, l, hd]
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, l, h * hd])) // [b, l, h·hd] → [b, l, d]
     }
@@ -303,10 +303,13 @@ impl<B: Backend> Attention<B> {
     }
 
     /// `n` new tokens of one sequence over its cache plus themselves; their keys and values are
-    /// written into the cache first. Same maths as the packed path on the whole sequence.
+    /// written into the cache first. Same maths as the packed path on the whole sequence. The
+    /// queries attend to the first `keys` ≥ `start + n` cached positions (a bucketed count; the
+    /// mask hides those past `start + n`).
     ///
     /// # Shapes
     /// - q: `[1, heads, n, head_dim]`, k and v: `[1, kv_heads, n, head_dim]` → `[1, heads, n, head_dim]`
+    #[allow(clippy::too_many_arguments)]
     fn cached(
         &self,
         q: Tensor<B, 4>,
@@ -314,6 +317,7 @@ impl<B: Backend> Attention<B> {
         v: Tensor<B, 4>,
         cache: &mut LayerCache<B>,
         start: usize,
+        keys: usize,
         mask: Option<&Tensor<B, 4, Bool>>,
     ) -> Tensor<B, 4> {
         let [_, h, n, hd] = q.dims();
@@ -321,11 +325,11 @@ impl<B: Backend> Attention<B> {
         let range = [0..1, 0..kv, start..t, 0..hd];
         cache.k = cache.k.clone().slice_assign(range.clone(), k);
         cache.v = cache.v.clone().slice_assign(range, v);
-        let k = self.repeat_kv(cache.k.clone().narrow(2, 0, t)); // [1, h, t, hd]
-        let v = self.repeat_kv(cache.v.clone().narrow(2, 0, t));
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [1, h, n, t]
+        let k = self.repeat_kv(cache.k.clone().narrow(2, 0, keys)); // [1, h, keys, hd]
+        let v = self.repeat_kv(cache.v.clone().narrow(2, 0, keys));
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar((hd as f64).sqrt()); // [1, h, n, keys]
         let scores = match mask {
-            Some(m) => scores.mask_fill(m.clone().expand([1, h, n, t]), f32::NEG_INFINITY),
+            Some(m) => scores.mask_fill(m.clone().expand([1, h, n, keys]), f32::NEG_INFINITY),
             None => scores,
         };
         softmax(scores.cast(DType::F32), 3).cast(v.dtype()).matmul(v) // [1, h, n, hd]

@@ -23,11 +23,22 @@ pub struct GenerateConfig {
     pub seed: u64,
     /// Token ids that end the answer (not included in it): EOS / end of turn.
     pub stop_tokens: Vec<u32>,
+    /// The prefill's queries and each step's keys are counted in multiples of this
+    /// ([`KvCache::bucket`]): 1 computes exact lengths (the CPU); the JIT backends want 64, so a
+    /// generation meets a new shape once per 64 tokens instead of at every token.
+    pub kv_bucket: usize,
 }
 
 impl Default for GenerateConfig {
     fn default() -> Self {
-        Self { max_new_tokens: 256, temperature: 0.0, top_p: 1.0, seed: 0, stop_tokens: Vec::new() }
+        Self {
+            max_new_tokens: 256,
+            temperature: 0.0,
+            top_p: 1.0,
+            seed: 0,
+            stop_tokens: Vec::new(),
+            kv_bucket: 1,
+        }
     }
 }
 
@@ -93,7 +104,7 @@ pub fn generate<B: Backend>(
     assert!(!prompt.is_empty(), "generation needs a prompt of at least one token");
     let room = cfg.max_position_embeddings.max(prompt.len() + 1);
     let new = gc.max_new_tokens.min(room - prompt.len());
-    let mut cache = KvCache::new(cfg, prompt.len() + new, device);
+    let mut cache = KvCache::new(cfg, prompt.len() + new, gc.kv_bucket, device);
     let mut rng = SplitMix64::new(gc.seed);
     let mut out = Vec::new();
     let mut logits = model.forward_cached(cfg, prompt, &mut cache, device);
@@ -181,14 +192,18 @@ mod tests {
 
     #[test]
     fn cached_greedy_equals_uncached_greedy() {
-        for (window, kv) in [(None, 2), (None, 4), (Some(5), 2)] {
+        // Buckets of 1 (exact), 4 (the prefill of 11 padded to 12, keys rounded up, a bucket
+        // crossed every 4 tokens) and 64 (everything inside one bucket).
+        for (window, kv, bucket) in
+            [(None, 2, 1), (None, 4, 1), (Some(5), 2, 1), (None, 2, 4), (Some(5), 4, 4), (None, 2, 64)]
+        {
             let (cfg, model) = tiny_model(window, kv);
             let prompt: Vec<u32> = (0..11).map(|i| (i * 37 % 250) as u32).collect();
-            let gc = GenerateConfig { max_new_tokens: 12, ..Default::default() };
+            let gc = GenerateConfig { max_new_tokens: 12, kv_bucket: bucket, ..Default::default() };
             let device = Default::default();
             let (a, ra) = generate(&model, &cfg, &prompt, &gc, &device, |_| true);
             let (b, rb) = generate_uncached(&model, &cfg, &prompt, &gc, &device);
-            assert_eq!(a, b, "window {window:?}, kv heads {kv}");
+            assert_eq!(a, b, "window {window:?}, kv heads {kv}, bucket {bucket}");
             assert_eq!((ra, rb), (FinishReason::Length, FinishReason::Length));
             assert_eq!(a.len(), 12);
         }
@@ -201,18 +216,22 @@ mod tests {
         let seq: Vec<u32> = (0..9).map(|i| (i * 91 % 255) as u32).collect();
         let rows = PackedRows { tokens: seq.clone(), cu_seqlens: vec![vec![0, 9]], rows: 1, row_len: 9 };
         let full = to_vec(model.logits(&cfg, &rows, &device).reshape([9 * cfg.vocab_size]));
-        let mut cache = KvCache::new(&cfg, 9, &device);
-        // Prefill 4 tokens in one go, then one at a time, then check each step's last logits.
-        let mut got = to_vec(model.forward_cached(&cfg, &seq[..4], &mut cache, &device));
-        for i in 3..9 {
-            let want = &full[i * cfg.vocab_size..(i + 1) * cfg.vocab_size];
-            let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(diff < 1e-5, "position {i}: max diff {diff}");
-            if i + 1 < 9 {
-                got = to_vec(model.forward_cached(&cfg, &seq[i + 1..i + 2], &mut cache, &device));
+        // Bucket 1: exact counts; 4: a prefill of 3 padded to 4 queries, keys rounded up to 4
+        // and 8 (the cache itself to 12), so padded keys are masked at every step.
+        for (bucket, prefill) in [(1, 4), (4, 3)] {
+            let mut cache = KvCache::new(&cfg, 9, bucket, &device);
+            // Prefill some tokens in one go, then one at a time, then check each step's last logits.
+            let mut got = to_vec(model.forward_cached(&cfg, &seq[..prefill], &mut cache, &device));
+            for i in prefill - 1..9 {
+                let want = &full[i * cfg.vocab_size..(i + 1) * cfg.vocab_size];
+                let diff = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(diff < 1e-5, "bucket {bucket}, position {i}: max diff {diff}");
+                if i + 1 < 9 {
+                    got = to_vec(model.forward_cached(&cfg, &seq[i + 1..i + 2], &mut cache, &device));
+                }
             }
+            assert_eq!(cache.len, 9);
         }
-        assert_eq!(cache.len, 9);
     }
 
     #[test]

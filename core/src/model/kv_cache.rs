@@ -21,46 +21,81 @@ pub struct KvCache<B: Backend> {
     pub layers: Vec<LayerCache<B>>,
     pub len: usize,
     pub capacity: usize,
+    /// Queries of a prefill and the keys a step attends to are counted in multiples of this
+    /// (1: exactly). On the JIT backends (wgpu, CUDA) every new count is a new shape, and a new
+    /// shape compiles and autotunes kernels: decoding 64 tokens one key longer each step kept the
+    /// H200 compiling for 54 s. With a bucket the shapes change once per `bucket` tokens; the
+    /// extra keys are masked, so the answer is the same.
+    pub bucket: usize,
 }
 
 impl<B: Backend> KvCache<B> {
-    pub fn new(cfg: &LlamaConfig, capacity: usize, device: &B::Device) -> Self {
+    /// A cache for `capacity` positions (rounded up to a multiple of `bucket`).
+    pub fn new(cfg: &LlamaConfig, capacity: usize, bucket: usize, device: &B::Device) -> Self {
+        let bucket = bucket.max(1);
+        let capacity = capacity.div_ceil(bucket) * bucket;
         let shape = [1, cfg.num_key_value_heads, capacity, cfg.head_dim];
         let layers = (0..cfg.num_hidden_layers)
             .map(|_| LayerCache { k: Tensor::zeros(shape, device), v: Tensor::zeros(shape, device) })
             .collect();
-        Self { layers, len: 0, capacity }
+        Self { layers, len: 0, capacity, bucket }
+    }
+
+    /// How many positions `n` new tokens are computed at from `len`: `n` rounded up to the bucket
+    /// where the cache has room (the extra queries see only real keys before them and themselves,
+    /// and their keys are overwritten by the tokens that come after).
+    pub fn queries(&self, n: usize) -> usize {
+        let padded = n.div_ceil(self.bucket) * self.bucket;
+        if n > 1 && self.len + padded <= self.capacity { padded } else { n }
+    }
+
+    /// How many cached positions a step whose queries end at `t` attends to: `t` rounded up to the
+    /// bucket (the keys past `t` masked).
+    pub fn keys(&self, t: usize) -> usize {
+        (t.div_ceil(self.bucket) * self.bucket).min(self.capacity).max(t)
     }
 }
 
-/// Which cached keys `n` new queries at positions `start..start+n` may see, `true` = masked:
-/// causal, and within the sliding window if any. `None` when nothing is masked (one query, no
-/// window), so decoding builds no mask at all.
+/// Which of `keys` cached positions `n` new queries at positions `start..start+n` may see, `true` =
+/// masked: causal, within the sliding window if any, and none of the positions from `start + n`
+/// on (`keys` > `start + n` when [`KvCache::keys`] rounds up). `None` when nothing is masked (one
+/// query over exactly its keys, no window), so such a step builds no mask at all.
+///
+/// One query at position 5 over 8 keys (a bucket of 8), `·` = attends, `x` = masked:
+///
+/// ```text
+///        k0 k1 k2 k3 k4 k5 k6 k7
+///   q5    ·  ·  ·  ·  ·  ·  x  x
+/// ```
 ///
 /// # Shapes
-/// - output: `[1, 1, n, start + n]`
+/// - output: `[1, 1, n, keys]`
 pub fn cached_mask<B: Backend>(
     start: usize,
     n: usize,
+    keys: usize,
     window: Option<usize>,
     device: &B::Device,
 ) -> Option<Tensor<B, 4, Bool>> {
     let t = start + n;
+    debug_assert!(keys >= t, "{keys} keys for queries ending at {t}");
     match window {
-        None if n == 1 => None,
+        None if n == 1 && keys == t => None,
         // Prefill: plain causal, built on the device.
-        None if start == 0 => Some(Tensor::<B, 2, Bool>::tril_mask([n, n], 0, device).reshape([1, 1, n, n])),
+        None if start == 0 && keys == n => {
+            Some(Tensor::<B, 2, Bool>::tril_mask([n, n], 0, device).reshape([1, 1, n, n]))
+        }
         _ => {
-            let mut m = vec![true; n * t];
+            let mut m = vec![true; n * keys];
             for i in 0..n {
                 let q = start + i;
                 for k in 0..=q {
                     if window.is_none_or(|w| q - k < w) {
-                        m[i * t + k] = false;
+                        m[i * keys + k] = false;
                     }
                 }
             }
-            Some(Tensor::from_data(TensorData::new(m, [1, 1, n, t]), device))
+            Some(Tensor::from_data(TensorData::new(m, [1, 1, n, keys]), device))
         }
     }
 }

@@ -124,12 +124,19 @@ impl<B: Backend> Llama<B> {
                     "cache of {} holds {start} + {n}",
                     cache.capacity
                 );
-                let positions: Vec<u32> = (start as u32..(start + n) as u32).collect();
-                let rotary = Rotary::at(cfg, &positions, [1, n], device);
-                let mask = cached_mask::<B>(start, n, self.sliding_window, device);
-                let mut x = self.embed_tokens.forward(ids(tokens, [1, n])); // [1, n, d]
+                // Bucketed counts (KvCache::bucket): `q` queries, padded with token 0 after the
+                // real ones, over `keys` cached positions; only the last real token is returned.
+                let q = cache.queries(n);
+                let keys = cache.keys(start + q);
+                let mut padded = tokens.to_vec();
+                padded.resize(q, 0);
+                let positions: Vec<u32> = (start as u32..(start + q) as u32).collect();
+                let rotary = Rotary::at(cfg, &positions, [1, q], device);
+                let mask = cached_mask::<B>(start, q, keys, self.sliding_window, device);
+                let mut x = self.embed_tokens.forward(ids(&padded, [1, q])); // [1, q, d]
                 for (layer, c) in self.layers.iter().zip(cache.layers.iter_mut()) {
-                    x = layer.forward(x, &rotary, Attend::Cached { cache: c, start, mask: mask.as_ref() });
+                    let attend = Attend::Cached { cache: c, start, keys, mask: mask.as_ref() };
+                    x = layer.forward(x, &rotary, attend);
                 }
                 cache.len += n;
                 self.norm.forward(x.narrow(1, n - 1, 1))

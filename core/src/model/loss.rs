@@ -71,8 +71,9 @@ pub fn weighted_cross_entropy_padded<B: Backend>(
         }
         // With `pad_to` > 1 the targets are padded to a bucketed count (position 0, weight 0: no
         // loss, a gradient of exactly zero), as the stream is: the gather, its backward and the
-        // loss's matmuls then meet a few shapes instead of one per target count.
-        let n = if pad_to > 1 { super::packed::bucketed_len(picked.len(), pad_to) } else { picked.len() };
+        // loss's matmuls then meet a few shapes instead of one per target count. (`pad_to` ≤ 1:
+        // the count itself.)
+        let n = super::packed::bucketed_len(picked.len(), pad_to);
         let mut idx: Vec<i64> = picked.iter().map(|&i| i as i64).collect();
         idx.resize(n, 0);
         let (mut lab, mut wt): (Vec<u32>, Vec<f32>) = picked.iter().map(|&i| (labels[i], weights[i])).unzip();

@@ -198,7 +198,7 @@ fn evaluate<B: Backend>(
         .tokens
         .iter()
         .enumerate()
-        .map(|(i, t)| teacher_forced::score_example(model, cfg, t, i, device))
+        .map(|(i, t)| teacher_forced::score_example(model, cfg, t, i, 1, device))
         .collect();
     // The retrieved characters (built-in byte tokenizer: ids are bytes), not the answer's fixed
     // words nor the asked key it restates: the digits of "The pass key is NNNNN." and the value

@@ -80,8 +80,8 @@ impl LossOptions {
 pub fn shape_class(mb: &MicroBatch, tokens: &[Tokenized], opts: LossOptions) -> (usize, usize, usize) {
     let input = inputs::build(mb, tokens, 0, opts.layout);
     let targets = input.weights.iter().filter(|&&w| w != 0.0).count();
-    let padded =
-        if opts.bucket > 1 { crate::model::packed::bucketed_len(targets, opts.bucket) } else { targets };
+    // As the loss pads them; none at all is its own class (the loss then runs no gather).
+    let padded = if targets == 0 { 0 } else { crate::model::packed::bucketed_len(targets, opts.bucket) };
     (input.rows.rows, input.rows.row_len, padded)
 }
 
