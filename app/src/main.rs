@@ -48,6 +48,10 @@ struct Args {
 
 #[cfg(not(target_arch = "wasm32"))]
 fn main() -> anyhow::Result<()> {
+    // As core-cli does: on a headless machine (screenshots under Xvfb) Mesa's Vulkan
+    // device-select layer would print an alarming `XDG_RUNTIME_DIR` error for eframe's wgpu.
+    // SAFETY: first thing in `main`, before any other thread exists.
+    unsafe { longalign::jit::quiet_headless_vulkan() };
     let a = Args::parse();
     let mut state = AppState::default();
     if let Some(t) = &a.tokenizer {
