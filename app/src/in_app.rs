@@ -91,7 +91,7 @@ pub fn config(app: &AppState) -> TrainConfig {
         // As core-cli does for GPU backends: sequences padded to multiples of 64 inside
         // attention, so far fewer distinct kernel shapes are compiled (same losses).
         cfg.backend = longalign::backend::Backend::Webgpu;
-        cfg.seq_bucket = Some(64);
+        cfg.seq_bucket = cfg.backend.default_seq_bucket();
     }
     cfg.precision = app.train_precision;
     cfg.lr = app.in_app.lr;

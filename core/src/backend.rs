@@ -35,6 +35,13 @@ impl Backend {
     pub fn compiles_per_shape(self) -> bool {
         self != Self::Cpu
     }
+
+    /// The bucket lengths are padded to by default where they must repeat (training's
+    /// `seq_bucket`, `score`, the KV cache of generation): 64 where kernels compile per shape,
+    /// `None` (exact lengths) on the CPU.
+    pub fn default_seq_bucket(self) -> Option<usize> {
+        self.compiles_per_shape().then_some(64)
+    }
 }
 
 impl std::fmt::Display for Backend {

@@ -220,9 +220,7 @@ fn smoke(backend: Backend, steps: usize) -> Smoke {
         let mut cfg = crate::train::TrainConfig::embedded_default();
         cfg.backend = backend;
         cfg.max_steps = Some(steps);
-        if backend != Backend::Cpu {
-            cfg.seq_bucket = Some(64);
-        }
+        cfg.seq_bucket = backend.default_seq_bucket();
         let topology = crate::train::launch::Topology {
             devices: Some(vec![0]),
             nodes: 1,

@@ -60,11 +60,6 @@ pub struct ChatModel<B: Backend> {
     pub kv_bucket: usize,
 }
 
-/// [`GenerateConfig::kv_bucket`] for `backend`: 64 where kernels compile per shape, else 1.
-pub fn kv_bucket(backend: crate::backend::Backend) -> usize {
-    if backend.compiles_per_shape() { 64 } else { 1 }
-}
-
 /// `eos_token_id` as an int or a list of ints.
 fn ids(v: Option<&serde_json::Value>) -> Vec<u32> {
     match v {
@@ -108,7 +103,7 @@ impl<B: Backend> ChatModel<B> {
     /// Generation's shapes for `backend`: bucketed key counts (64) where kernels compile per
     /// shape (wgpu, CUDA), exact ones on the CPU. Answers do not change.
     pub fn for_backend(mut self, backend: crate::backend::Backend) -> Self {
-        self.kv_bucket = kv_bucket(backend);
+        self.kv_bucket = backend.default_seq_bucket().unwrap_or(1);
         self
     }
 

@@ -127,7 +127,7 @@ pub fn measure<B: AutodiffBackend>(
         activation_checkpointing: cfg.activation_checkpointing,
         padding_free: cfg.padding_free,
         precision: cfg.precision,
-        seq_bucket: cfg.backend.compiles_per_shape().then_some(64),
+        seq_bucket: cfg.backend.default_seq_bucket(),
         max_steps: Some(1),
         ..TrainConfig::embedded_default()
     };

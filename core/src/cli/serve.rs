@@ -48,7 +48,7 @@ pub fn run(a: &ServeArgs) -> anyhow::Result<()> {
         queue: a.queue,
         max_new_tokens: a.max_new_tokens,
         api_key: a.api_key.clone(),
-        kv_bucket: crate::infer::kv_bucket(a.model.backend),
+        kv_bucket: a.model.backend.default_seq_bucket().unwrap_or(1),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     crate::with_backend!(a.model.backend, |B, device| rt.block_on(serve::<

@@ -135,7 +135,7 @@ impl TrainArgs {
             backend: self.backend,
             activation_checkpointing: self.activation_checkpointing,
             padding_free: self.padding_free,
-            seq_bucket: self.seq_bucket.or(self.backend.compiles_per_shape().then_some(64)),
+            seq_bucket: self.seq_bucket.or(self.backend.default_seq_bucket()),
             warm_up: self.warm_up.unwrap_or(self.backend.compiles_per_shape()),
             attention: self.attention,
             precision: self.precision,
@@ -228,7 +228,7 @@ pub fn score(args: &ScoreArgs) -> anyhow::Result<()> {
     tok.turns = args.records.turns;
     let data = crate::hub::resolve_file(&args.data)?;
     let ds = TokenizedDataset::load(&data, args.records.format.0, args.records.skip_invalid, &tok)?;
-    let bucket = args.seq_bucket.unwrap_or(if args.backend.compiles_per_shape() { 64 } else { 1 });
+    let bucket = args.seq_bucket.or(args.backend.default_seq_bucket()).unwrap_or(1);
     let scores = crate::with_backend!(args.backend, |B, device| teacher_forced::score_dataset::<
         <B as AutodiffBackend>::InnerBackend,
     >(

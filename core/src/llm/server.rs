@@ -45,7 +45,8 @@ pub struct ServeConfig {
     pub max_new_tokens: usize,
     /// Required as `Authorization: Bearer KEY` on every route when set.
     pub api_key: Option<ApiKey>,
-    /// [`crate::model::generate::GenerateConfig::kv_bucket`] (see [`crate::infer::kv_bucket`]).
+    /// [`crate::model::generate::GenerateConfig::kv_bucket`] (see
+    /// [`crate::backend::Backend::default_seq_bucket`]).
     pub kv_bucket: usize,
 }
 

@@ -26,6 +26,8 @@ pub mod launch;
 #[cfg(feature = "native")]
 pub mod parallel;
 #[cfg(feature = "native")]
+mod progress;
+#[cfg(feature = "native")]
 mod run;
 #[cfg(feature = "native")]
 pub mod run_dir;

@@ -20,6 +20,7 @@ use crate::plan::Plan;
 
 use super::events::{self, StepEvent};
 use super::parallel::{self, Launch};
+use super::progress;
 use super::{RunDir, TrainConfig, Trainer, checkpoint, trainer};
 
 /// What a finished run reports (`--summary-json`).
@@ -385,42 +386,8 @@ fn run_rank<B: AutodiffBackend>(
         None => Ok((grads, loss)),
     };
     let quiet = run.quiet || !lead;
-    let warm_up = (cfg.warm_up && run.start < run.total).then(|| {
-        // Live: which shape, and the compiles so far (a cold CUDA process compiles for minutes).
-        let wbar = if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(0) };
-        let before = crate::jit::counts();
-        let jit = move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-            let c = crate::jit::counts().since(before);
-            let _ = write!(w, "{} kernel compiles, {} autotune runs", c.compiles, c.autotunes);
-        };
-        wbar.set_style(
-            indicatif::ProgressStyle::with_template("warm-up {pos}/{len} input shapes · {jit} · {elapsed}")
-                .expect("static template")
-                .with_key("jit", jit),
-        );
-        wbar.enable_steady_tick(std::time::Duration::from_millis(500));
-        let w = trainer.warm_up_with(|done, shapes| {
-            wbar.set_length(shapes as u64);
-            wbar.set_position(done as u64);
-        });
-        wbar.finish_and_clear();
-        if !quiet {
-            eprintln!(
-                "warm-up: {} input shapes in {:.1} s ({} kernel compiles, {} autotune runs)",
-                w.shapes, w.seconds, w.jit.compiles, w.jit.autotunes
-            );
-        }
-        w
-    });
-    let bar =
-        if quiet { indicatif::ProgressBar::hidden() } else { indicatif::ProgressBar::new(run.total as u64) };
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} steps · {msg} · {elapsed} elapsed, ETA {eta}",
-        )
-        .expect("static template"),
-    );
-    bar.set_position(run.start as u64);
+    let warm_up = (cfg.warm_up && run.start < run.total).then(|| progress::warm_up(&mut trainer, quiet));
+    let bar = progress::steps(run.start, run.total, quiet);
     let mut log = if lead {
         Some(std::fs::OpenOptions::new().create(true).append(true).open(run.dir.events())?)
     } else {
