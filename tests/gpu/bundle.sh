@@ -22,5 +22,12 @@ $C score --model .gpu/model --data .gpu/eval.jsonl --out .gpu/score_cpu.jsonl
 $C generate --model .gpu/model --prompt "Repeat twice: apple" --max-new-tokens 64 > .gpu/generate_cpu.txt 2>/dev/null
 $C train --steps 10 --out $W/tp --quiet
 cp $W/tp/events.jsonl .gpu/train_cpu.events.jsonl
+# Ten steps on one input shape (400-465-token pass-key and key-value documents, one per 512-token
+# row): the fewest kernels a training check compiles (lavapipe: 38 autotunes, against 49 for the
+# embedded default's three shapes), so the first CUDA training parity to fit a lease.
+$C data synth-custom --examples 200 --min-len 400 --max-len 400 --out $W/eq.jsonl > /dev/null
+grep -v '"source":"chat"' $W/eq.jsonl > .gpu/one_shape.jsonl
+$C train --data .gpu/one_shape.jsonl --max-tokens 512 --steps 10 --out $W/os --quiet
+cp $W/os/events.jsonl .gpu/train_one_shape_cpu.events.jsonl
 rm -rf $W
 du -sh .gpu

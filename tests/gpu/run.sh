@@ -54,8 +54,15 @@ laneA() { export LONGALIGN_KERNEL_CACHE=/tmp/w/kA
   jit generate $RES/jit_generate.txt
   cmp -s $G/generate_cpu.txt $RES/generate_cuda.txt && echo "generate: 64 greedy tokens equal the CPU's: OK" || { echo "generate: FAIL"; diff $G/generate_cpu.txt $RES/generate_cuda.txt | head -4; }
 }
-# Lane B: the embedded default, 10 steps, f32, warm-up on: CUDA's losses against the CPU's.
+# Lane B: training parity, CUDA's losses against the CPU's (f32, warm-up on): first ten steps on
+# one input shape (the fewest kernels), then ten of the embedded default (three shapes), on the
+# kernels the first compiled.
 laneB() { export LONGALIGN_KERNEL_CACHE=/tmp/w/kB
+  s train-parity-one-shape
+  t 330 $C train --backend cuda --data $G/one_shape.jsonl --max-tokens 512 --steps 10 --out /tmp/w/to --quiet --summary-json $RES/train_one_shape.json 2> $RES/jit_train_one_shape.txt | tail -2; echo "rc ${PIPESTATUS[0]}"
+  jit "train one shape, 10 steps (warm-up included)" $RES/jit_train_one_shape.txt; grep -o '"warm_up":{[^}]*}' $RES/train_one_shape.json
+  cp /tmp/w/to/events.jsonl $RES/train_one_shape_cuda.events.jsonl 2>/dev/null
+  cmpcol <(loss $G/train_one_shape_cpu.events.jsonl) <(loss /tmp/w/to/events.jsonl) $TOL "train one shape, 10 steps"
   s train-parity
   t 400 $C train --backend cuda --steps 10 --out /tmp/w/tp --quiet --summary-json $RES/train_parity.json 2> $RES/jit_train.txt | tail -2; echo "rc ${PIPESTATUS[0]}"
   jit "train 10 steps (warm-up included)" $RES/jit_train.txt; grep -o '"warm_up":{[^}]*}' $RES/train_parity.json
