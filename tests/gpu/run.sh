@@ -54,20 +54,20 @@ laneA() { export LONGALIGN_KERNEL_CACHE=/tmp/w/kA
   jit generate $RES/jit_generate.txt
   cmp -s $G/generate_cpu.txt $RES/generate_cuda.txt && echo "generate: 64 greedy tokens equal the CPU's: OK" || { echo "generate: FAIL"; diff $G/generate_cpu.txt $RES/generate_cuda.txt | head -4; }
 }
-# Lane B: training parity, CUDA's losses against the CPU's (f32, warm-up on): first ten steps on
-# one input shape (the fewest kernels), then ten of the embedded default (three shapes), on the
-# kernels the first compiled.
+# `parity NAME SECS CPU_EVENTS TRAIN_ARGS...`: ten CUDA training steps (f32, warm-up on) against the
+# CPU's losses; results as $RES/train_NAME.json, jit_train_NAME.txt, train_NAME_cuda.events.jsonl.
+parity() { local n=$1 secs=$2 cpu=$3; shift 3
+  s "train-$n"
+  t $secs $C train --backend cuda --steps 10 --out /tmp/w/$n --quiet --summary-json $RES/train_$n.json "$@" 2> $RES/jit_train_$n.txt | tail -2; echo "rc ${PIPESTATUS[0]}"
+  jit "train $n, 10 steps (warm-up included)" $RES/jit_train_$n.txt; grep -o '"warm_up":{[^}]*}' $RES/train_$n.json
+  cp /tmp/w/$n/events.jsonl $RES/train_${n}_cuda.events.jsonl 2>/dev/null
+  cmpcol <(loss $cpu) <(loss /tmp/w/$n/events.jsonl) $TOL "train $n, 10 steps"
+}
+# Lane B: training parity, first on one input shape (the fewest kernels), then the embedded default
+# (three shapes) on the kernels the first compiled.
 laneB() { export LONGALIGN_KERNEL_CACHE=/tmp/w/kB
-  s train-parity-one-shape
-  t 330 $C train --backend cuda --data $G/one_shape.jsonl --max-tokens 512 --steps 10 --out /tmp/w/to --quiet --summary-json $RES/train_one_shape.json 2> $RES/jit_train_one_shape.txt | tail -2; echo "rc ${PIPESTATUS[0]}"
-  jit "train one shape, 10 steps (warm-up included)" $RES/jit_train_one_shape.txt; grep -o '"warm_up":{[^}]*}' $RES/train_one_shape.json
-  cp /tmp/w/to/events.jsonl $RES/train_one_shape_cuda.events.jsonl 2>/dev/null
-  cmpcol <(loss $G/train_one_shape_cpu.events.jsonl) <(loss /tmp/w/to/events.jsonl) $TOL "train one shape, 10 steps"
-  s train-parity
-  t 400 $C train --backend cuda --steps 10 --out /tmp/w/tp --quiet --summary-json $RES/train_parity.json 2> $RES/jit_train.txt | tail -2; echo "rc ${PIPESTATUS[0]}"
-  jit "train 10 steps (warm-up included)" $RES/jit_train.txt; grep -o '"warm_up":{[^}]*}' $RES/train_parity.json
-  cp /tmp/w/tp/events.jsonl $RES/train_parity_cuda.events.jsonl 2>/dev/null
-  cmpcol <(loss $G/train_cpu.events.jsonl) <(loss /tmp/w/tp/events.jsonl) $TOL "train, 10 steps"
+  parity one_shape 330 $G/train_one_shape_cpu.events.jsonl --data $G/one_shape.jsonl --max-tokens 512
+  parity default 400 $G/train_cpu.events.jsonl
 }
 # Lane C: the varlen attention kernel, validated against the dense mask (output, dq, dk, dv), then
 # timed; then the fused loss against the plain one.
