@@ -95,6 +95,11 @@ fn resume_after_a_crash_continues_exactly() {
     let e = fails(d.path(), &["train", "--resume", "nope"]);
     assert!(e.contains("nope/config.toml"), "{e}");
     ok(d.path(), &["train", "--resume", "crash", "--quiet"]);
+    // A resumed run keeps its configuration: TF32 (exact f32 here) is not switched on midway.
+    let config = std::fs::read_to_string(d.path().join("crash/config.toml")).unwrap();
+    assert!(config.contains("tf32 = false"), "{config}");
+    let e = fails(d.path(), &["train", "--resume", "crash", "--tf32"]);
+    assert!(e.contains("was trained with exact f32 matmuls"), "{e}");
     let (a, b) = (events(&d.path().join("full")), events(&d.path().join("crash")));
     assert_eq!(a.len(), 7);
     assert_same_curve(&a, &b);
@@ -119,6 +124,25 @@ fn bad_backends_and_models_are_clear_errors() {
     assert!(e.contains("no-such-model"), "{e}");
     let e = fails(d.path(), &["train", "--data", "small.jsonl", "--attention", "flash", "--out", "r5"]);
     assert!(e.contains("expected auto, varlen"), "{e}");
+    // `--tf32` is global (before or after the command) and the run records it for its resume.
+    ok(
+        d.path(),
+        &[
+            "--tf32",
+            "train",
+            "--data",
+            "small.jsonl",
+            "--max-tokens",
+            "512",
+            "--steps",
+            "1",
+            "--quiet",
+            "--out",
+            "r6",
+        ],
+    );
+    let config = std::fs::read_to_string(d.path().join("r6/config.toml")).unwrap();
+    assert!(config.contains("tf32 = true"), "{config}");
 }
 
 /// Ten training steps on `--backend wgpu` (fusion and autotune as shipped, a fresh autotune
@@ -341,6 +365,7 @@ fn doctor_reports_backends_adapters_and_a_smoke_run() {
     assert!(v["cpu"]["threads"].as_u64().unwrap() >= 1);
     assert!(v["cpu"]["memory_total_bytes"].as_u64().unwrap() > 1 << 30);
     assert_eq!(v["cuda"]["built_in"], cfg!(feature = "cuda"));
+    assert_eq!(v["cuda"]["tf32"], false, "exact f32 unless --tf32: {v}");
     let adapters = v["wgpu"].as_array().unwrap();
     assert!(
         adapters.iter().any(|a| a["name"].as_str().unwrap().contains("llvmpipe")),
@@ -354,7 +379,7 @@ fn doctor_reports_backends_adapters_and_a_smoke_run() {
     std::fs::create_dir_all(&stubs).unwrap();
     std::fs::write(stubs.join("libcuda.so"), b"").unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_core-cli"))
-        .args(["doctor", "--smoke", "none"])
+        .args(["doctor", "--smoke", "none", "--tf32"])
         .env("LD_LIBRARY_PATH", &stubs)
         .output()
         .unwrap();
@@ -365,6 +390,7 @@ fn doctor_reports_backends_adapters_and_a_smoke_run() {
         "{text}"
     );
     assert!(text.contains("cuda: not built in") || cfg!(feature = "cuda"), "{text}");
+    assert!(text.contains("f32 matmuls: TF32 allowed (--tf32)"), "{text}");
     assert!(!text.contains("smoke"), "--smoke none runs nothing: {text}");
 }
 

@@ -40,6 +40,8 @@ pub struct CudaInfo {
     pub gpus: Vec<String>,
     /// `libcuda.so*` and `libnvrtc.so*` found on `LD_LIBRARY_PATH` and the usual places.
     pub libraries: Vec<PathBuf>,
+    /// Whether f32 matmuls may run as TF32 on GPUs that have it (`--tf32`; default off: exact f32).
+    pub tf32: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -208,7 +210,10 @@ fn cuda() -> (CudaInfo, Vec<String>) {
     let all: Vec<PathBuf> = ld.iter().chain(&usual).cloned().collect();
     let libraries = cuda_libraries(&all);
     let warnings = cuda_warnings(&ld, &libraries, driver.is_some());
-    (CudaInfo { built_in: cfg!(feature = "cuda"), driver, gpus, libraries }, warnings)
+    (
+        CudaInfo { built_in: cfg!(feature = "cuda"), driver, gpus, libraries, tf32: crate::jit::tf32() },
+        warnings,
+    )
 }
 
 /// The tiny preset for `steps` steps on `backend`, in a temporary folder.
@@ -221,6 +226,7 @@ fn smoke(backend: Backend, steps: usize) -> Smoke {
         cfg.backend = backend;
         cfg.max_steps = Some(steps);
         cfg.seq_bucket = backend.default_seq_bucket();
+        cfg.tf32 = crate::jit::tf32();
         let topology = crate::train::launch::Topology {
             devices: Some(vec![0]),
             nodes: 1,
@@ -310,10 +316,11 @@ impl DoctorReport {
         }
         let cu = &self.cuda;
         s += &format!(
-            "cuda: {}; driver {}; GPUs: {}\n",
+            "cuda: {}; driver {}; GPUs: {}; f32 matmuls: {}\n",
             if cu.built_in { "built in" } else { "not built in (cargo build --release --features cuda)" },
             cu.driver.as_deref().unwrap_or("none"),
-            if cu.gpus.is_empty() { "none".to_string() } else { cu.gpus.join("; ") }
+            if cu.gpus.is_empty() { "none".to_string() } else { cu.gpus.join("; ") },
+            if cu.tf32 { "TF32 allowed (--tf32)" } else { "exact f32 (TF32 off; --tf32 allows it)" }
         );
         for l in &cu.libraries {
             s += &format!("  {}\n", l.display());

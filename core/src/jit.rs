@@ -11,6 +11,12 @@
 //!   `$XDG_CACHE_HOME/longalign/cubecl`, else `~/.cache/longalign/cubecl`. (CubeCL's own default
 //!   is the `target/` of whatever Cargo project the working directory is in.)
 //!
+//! - **TF32.** On CUDA GPUs with tensor cores that have TF32 (Ampere and newer), CubeK runs an f32
+//!   matmul in TF32 (10-bit mantissas, ~1e-3 relative error) whenever autotune picks an accelerated
+//!   kernel. [`set_tf32`] says whether it may: off by default (exact f32, PyTorch's default and
+//!   what the CPU and wgpu compute), `--tf32` on the command line. Process-wide, fixed by the first
+//!   GPU matmul that autotunes; bf16 and f16 matmuls use tensor cores either way.
+//!
 //! [`init`] must run before any JIT device is used (CubeCL's configuration is fixed at first
 //! read); `core-cli` calls it first thing. `LONGALIGN_JIT_TRACE=1` also stamps each compilation
 //! and autotune result on stderr (seconds since the first). `LONGALIGN_COUNT_COMPILES=0` turns
@@ -43,6 +49,28 @@ impl JitCounts {
 /// The counts so far (zero on backends that compile nothing: the CPU).
 pub fn counts() -> JitCounts {
     JitCounts { compiles: COMPILES.load(Ordering::Relaxed), autotunes: AUTOTUNES.load(Ordering::Relaxed) }
+}
+
+/// Allows (`true`) or forbids (`false`, the default) TF32 tensor-core matmuls for f32 products on
+/// GPUs that have TF32 (module docs). Errors if this process's first GPU matmul has already fixed
+/// the other mode.
+#[cfg(feature = "native")]
+pub fn set_tf32(allow: bool) -> anyhow::Result<()> {
+    burn_cubecl_fusion::tf32::set_allow_tf32(allow).map_err(|in_force| {
+        let mode = |a: bool| if a { "allowed" } else { "off" };
+        anyhow::anyhow!(
+            "TF32 cannot be {} now: this process's first GPU matmul ran with TF32 {}; set it before \
+             any GPU work",
+            mode(allow),
+            mode(in_force)
+        )
+    })
+}
+
+/// Whether f32 matmuls may run as TF32 (what [`set_tf32`] last set; `false` by default).
+#[cfg(feature = "native")]
+pub fn tf32() -> bool {
+    burn_cubecl_fusion::tf32::requested()
 }
 
 /// Where autotune results and compiled kernels persist.
@@ -184,6 +212,21 @@ mod tests {
         // Other tests of this binary may compile nothing (the CPU backend has no JIT).
         assert_eq!(got, JitCounts { compiles: 2, autotunes: 1 });
         assert!(!Counter.enabled(&log::Metadata::builder().target("wgpu_core").build()));
+    }
+
+    /// The switch can change until the first GPU matmul reads it (CubeK's autotune, simulated here
+    /// by the read it makes); then only the mode in force may be set again, and the error says
+    /// which. Ends in the default mode, which other tests of this binary set.
+    #[test]
+    fn tf32_can_be_set_until_the_first_gpu_matmul_reads_it() {
+        set_tf32(true).unwrap();
+        set_tf32(false).unwrap();
+        assert!(!burn_cubecl_fusion::tf32::allow_tf32(), "the first read fixes the default: off");
+        assert!(!tf32());
+        set_tf32(false).unwrap();
+        let err = set_tf32(true).unwrap_err().to_string();
+        assert!(err.contains("cannot be allowed now") && err.contains("with TF32 off"), "{err}");
+        assert!(!tf32(), "a refused change changes nothing");
     }
 
     #[test]

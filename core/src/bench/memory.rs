@@ -90,6 +90,10 @@ pub fn run(
         if cfg.activation_checkpointing {
             cmd.arg("--activation-checkpointing");
         }
+        // The process-wide TF32 switch (`core-cli --tf32`) holds for the measuring child too.
+        if crate::jit::tf32() {
+            cmd.arg("--tf32");
+        }
         let out = cmd.output().with_context(|| format!("running {}", exe.display()))?;
         if !out.status.success() {
             bail!(
@@ -129,6 +133,7 @@ pub fn measure<B: AutodiffBackend>(
         precision: cfg.precision,
         seq_bucket: cfg.backend.default_seq_bucket(),
         max_steps: Some(1),
+        tf32: crate::jit::tf32(),
         ..TrainConfig::embedded_default()
     };
     train.check_precision::<B>(device)?;

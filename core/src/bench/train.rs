@@ -34,6 +34,8 @@ pub struct TrainBenchConfig {
     pub out: Option<PathBuf>,
     /// A line on stderr as each strategy starts.
     pub progress: bool,
+    /// Train with `--tf32` (f32 matmuls as TF32 on CUDA GPUs that have it).
+    pub tf32: bool,
 }
 
 /// One strategy's run.
@@ -134,10 +136,11 @@ impl TrainBenchReport {
             }
         };
         format!(
-            "one epoch each, model {}, backend {}, data: {data}; tok/s = tokens / training-loop wall time; \
+            "one epoch each, model {}, backend {}{}, data: {data}; tok/s = tokens / training-loop wall time; \
              padded tok/s counts what was computed (padded: rows × row length; padding-free: the stream)\n\n{}\n",
             cfg.model,
             cfg.backend,
+            if cfg.tf32 { " (TF32 allowed)" } else { "" },
             t.render()
         )
     }
@@ -193,6 +196,9 @@ fn run_in(cfg: &TrainBenchConfig, root: &Path) -> anyhow::Result<TrainBenchRepor
             cmd.args(["--steps", &s.to_string()]);
         }
         cmd.arg("--out").arg(&run).arg("--summary-json").arg(&summary);
+        if cfg.tf32 {
+            cmd.arg("--tf32");
+        }
         if cfg.progress {
             match cfg.steps {
                 Some(s) => eprintln!("bench: training {s} steps with {name} batching …"),

@@ -139,6 +139,7 @@ fn train(a: &BenchTrainArgs) -> anyhow::Result<()> {
         steps: a.steps,
         out: a.out.clone(),
         progress: !a.json,
+        tf32: crate::jit::tf32(),
     };
     let r = crate::bench::train::run(&cfg)?;
     match a.json {

@@ -27,6 +27,12 @@ use crate::plan::{Algorithm, LossMode, Overlong, Strategy};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Let f32 matmuls run on tensor cores in TF32 (10-bit mantissas, ~1e-3 relative error) on
+    /// CUDA GPUs that have it (Ampere and newer): faster f32 training and inference, as PyTorch's
+    /// `allow_tf32 = True`. Default: exact f32, as PyTorch. No effect on cpu or wgpu, nor on
+    /// bf16 / f16 matmuls.
+    #[arg(long, global = true)]
+    pub tf32: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -225,9 +231,11 @@ impl BatchArgs {
 
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // Before any GPU work: the first matmul that autotunes fixes it for the process.
+    crate::jit::set_tf32(cli.tf32)?;
     match cli.command {
         Some(Command::Demo(a)) => train::embedded_default(&a.options()),
-        Some(Command::Train(a)) => train::run(&a),
+        Some(Command::Train(a)) => train::run(&a, cli.tf32),
         Some(Command::Score(a)) => train::score(&a),
         Some(Command::Export(a)) => train::export(&a),
         Some(Command::Stats(a)) => stats(&a),

@@ -140,21 +140,33 @@ impl TrainArgs {
             attention: self.attention,
             precision: self.precision,
             lora,
+            tf32: false,
         }
     }
 }
 
-pub fn run(args: &TrainArgs) -> anyhow::Result<()> {
+/// `core-cli train`; `tf32` is the global `--tf32`.
+pub fn run(args: &TrainArgs, tf32: bool) -> anyhow::Result<()> {
     let topo = args.dist.topology(|k| std::env::var(k).ok())?;
     let (cfg, out, resume) = match &args.resume {
-        Some(dir) => (RunDir::new(dir).read_config()?, dir.clone(), true),
+        Some(dir) => {
+            let cfg = RunDir::new(dir).read_config()?;
+            if tf32 && !cfg.tf32 {
+                anyhow::bail!(
+                    "--tf32: {} was trained with exact f32 matmuls, and a resumed run keeps its \
+                     configuration (drop --tf32)",
+                    dir.display()
+                );
+            }
+            (cfg, dir.clone(), true)
+        }
         None => {
             let local = match &topo.devices {
                 Some(d) => d.len(),
                 None => launch::device_count(args.backend)?,
             };
             let out = args.out.clone().unwrap_or_else(|| RunDir::timestamped().path);
-            (args.to_config(topo.world(local)), out, false)
+            (TrainConfig { tf32, ..args.to_config(topo.world(local)) }, out, false)
         }
     };
     let summary = launch::train_launched(&cfg, &out, resume, &topo, args.quiet)?;

@@ -143,6 +143,7 @@ pub fn train_on<B: AutodiffBackend>(
     quiet: bool,
 ) -> anyhow::Result<RunSummary> {
     launch.check()?;
+    crate::jit::set_tf32(cfg.tf32)?;
     if let Some(l) = &cfg.lora {
         l.check().map_err(anyhow::Error::msg)?;
     }

@@ -3,6 +3,7 @@ use crate::{
     CubeFusionHandle,
     engine::trace::TuneOutput,
     optim::matmul::{AcceleratedTileKind, FusedMatmulSelector},
+    tf32,
     tune::{FusionInputGen, TuneInput},
 };
 use burn_fusion::stream::Context;
@@ -33,15 +34,21 @@ pub fn fused_matmul_autotune<R: Runtime>(
 ) {
     static TUNER: LocalTuner<FusedMatmulAutotuneKey, CubeTuneId> = local_tuner!();
 
-    let tunables = TUNER.init(|| {
+    // LongAlign-rs patch (PATCH.md, `crate::tf32`): on a device with TF32, f32 products keep
+    // off the accelerated kernels unless TF32 is allowed.
+    let has_tf32 = tf32::device_has_tf32(&optimization.info.client);
+
+    let tunables = TUNER.init(move || {
         const PRIORITY_MAX: i8 = 3;
         const PRIORITY_HIGH: i8 = 2;
         const PRIORITY_MEDIUM: i8 = 1;
         const PRIORITY_MIN: i8 = 0;
         const PRIORITY_NEVER: i8 = -1;
 
-        let accelerated = TuneGroup::<FusedMatmulAutotuneKey>::new("accelerated", |key| {
-            if matches!(key.matmul_key.analysis.kind, MatmulKind::General) {
+        let accelerated = TuneGroup::<FusedMatmulAutotuneKey>::new("accelerated", move |key| {
+            if tf32::excludes_accelerated(&key.matmul_key, has_tf32) {
+                PRIORITY_NEVER
+            } else if matches!(key.matmul_key.analysis.kind, MatmulKind::General) {
                 match key.matmul_key.analysis.scale_global {
                     MatmulGlobalScale::Large => PRIORITY_MAX,
                     _ => PRIORITY_HIGH,
@@ -210,8 +217,13 @@ pub fn fused_matmul_autotune<R: Runtime>(
                     Some(&odd),
                 ),
             ] {
+                // Negative (skipped) in every group, the extra ones included, where TF32 is not
+                // allowed (LongAlign-rs patch).
                 let priority_within_group =
-                    |key: &FusedMatmulAutotuneKey, double_buf: bool| match double_buf {
+                    move |key: &FusedMatmulAutotuneKey, double_buf: bool| match double_buf {
+                        _ if tf32::excludes_accelerated(&key.matmul_key, has_tf32) => {
+                            PRIORITY_NEVER
+                        }
                         false => PRIORITY_MAX,
                         true => double_buffering_priority(key, PRIORITY_MAX, PRIORITY_HIGH),
                     };
@@ -228,6 +240,21 @@ pub fn fused_matmul_autotune<R: Runtime>(
                 }
                 set = set.with(tunable);
             }
+        }
+
+        // LongAlign-rs patch: a candidate that never runs, last so that no index moves, whose
+        // name puts the TF32 mode into autotune's cache checksum (results tuned in the other mode
+        // are tuned again, not reused).
+        if has_tf32 {
+            set = set.with(
+                Tunable::new(
+                    tf32::mode_marker(),
+                    |_input: TuneInput<R, MatmulOptimizationTuneArg<R>>| {
+                        Err::<TuneOutput<R>, String>("not a kernel: the TF32 mode's marker".into())
+                    },
+                )
+                .group(&unit, |_| PRIORITY_NEVER),
+            );
         }
 
         set
